@@ -1,0 +1,142 @@
+"""Command-line shell: parse arguments, call the library, turn user errors into exit codes.
+
+Every command prints a one-line reason and exits non-zero on failure; a traceback appears
+only for a bug in lanternpk itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lanternpk import __version__
+from lanternpk.errors import EXIT_OK, EXIT_USAGE, DataError, UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from lanternpk.data.load import load_calibration, load_observations
+    from lanternpk.data.validate import describe
+
+    problems = []
+    obs = calibration = None
+    try:
+        obs = load_observations(args.data)
+    except DataError as err:
+        problems += err.problems
+    if args.calibration is not None:
+        try:
+            calibration = load_calibration(args.calibration)
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems)
+    print(describe(obs, calibration, source=str(args.data)))
+    return EXIT_OK
+
+
+def _cmd_import_livingimage(args: argparse.Namespace) -> int:
+    from lanternpk.data.livingimage import import_livingimage
+    from lanternpk.io import write_table_atomic
+
+    table = import_livingimage(args.exports, mapping=args.map)
+    write_table_atomic(args.out, table)
+    print(f"wrote {len(table)} observations from {len(args.exports)} export(s) to {args.out}")
+    return EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from lanternpk.data.simulate import load_truth, simulate_study, write_study
+
+    truth = load_truth(args.truth)
+    study = simulate_study(truth, seed=args.seed)
+    paths = write_study(study, args.out, truth_file=args.truth)
+    print(f"simulated {study.describe()}")
+    for path in paths:
+        print(f"  wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lanternpk.demo import run_demo
+
+    run_demo(root=args.root)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for the ``lanternpk`` command."""
+    parser = argparse.ArgumentParser(
+        prog="lanternpk",
+        description="Bayesian biodistribution of IV-injected, luciferase-labelled cells.",
+    )
+    parser.add_argument("--version", action="version", version=f"lanternpk {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "validate",
+        help="check an observations file (and standard curve) against the data contract",
+        description="Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error.",
+    )
+    p.add_argument("data", type=_existing_file, help="observations, CSV or Parquet")
+    p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = commands.add_parser(
+        "import-livingimage",
+        help="convert Living Image ROI exports into an observations table",
+    )
+    p.add_argument("exports", nargs="+", type=_existing_file, help="ROI measurement exports")
+    p.add_argument("--map", required=True, type=_existing_file, help="mapping TOML")
+    p.add_argument("--out", required=True, type=Path, help="observations file to write")
+    p.set_defaults(handler=_cmd_import_livingimage)
+
+    p = commands.add_parser(
+        "simulate", help="simulate a synthetic study from a truth file (exact kinetics)"
+    )
+    p.add_argument("truth", type=_existing_file, help="truth TOML (see data/truths/)")
+    p.add_argument("--seed", type=int, required=True, help="random seed")
+    p.add_argument("--out", type=Path, required=True, help="directory to write the study into")
+    p.set_defaults(handler=_cmd_simulate)
+
+    p = commands.add_parser("demo", help="run the main job on the bundled data")
+    p.add_argument(
+        "--root", type=Path, default=Path("."),
+        help="lanternpk checkout holding data/ and models/ (default: current directory)",
+    )
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except DataError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"lanternpk {args.command}: {len(err.problems)} problem(s) found", file=sys.stderr)
+        return err.exit_code
+    except UserError as err:
+        print(f"lanternpk {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"lanternpk {args.command}: interrupted", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""User-facing errors: what went wrong, where, and which exit status to use.
+
+A user error is printed as one line per problem, never as a traceback. Exit status 1 means
+the data (or a spec) is invalid, 2 means the command was used wrongly (missing file, bad flag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a user's file.
+
+    Parameters
+    ----------
+    file : str
+        Path of the file, as the user gave it.
+    message : str
+        What is wrong, and what would be valid.
+    row : int or None
+        Row as a spreadsheet numbers it: the header is row 1, the first data row is row 2.
+    column : str or None
+        Column name (or TOML key) the problem is in.
+    value : object
+        The offending value as read, or None when there is none (e.g. a missing column).
+    """
+
+    file: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    value: object = None
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        if self.value is not None:
+            where.append(f"value {self.value!r}")
+        return f"{', '.join(where)}: {self.message}"
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(UserError):
+    """The command was called wrongly (missing file, conflicting options)."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(UserError):
+    """A data, mapping or spec file is invalid; carries every problem found, not only the first."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, problems: list[Problem]):
+        if not problems:
+            raise ValueError("DataError needs at least one problem")
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
