@@ -1,0 +1,412 @@
+"""Synthetic studies from a truth file: exact kinetics, the bioluminescence measurement
+model, and the truth (parameters and derived estimands) written beside the data.
+
+The truth TOML (see ``data/truths/``) fixes per-cell-type first-pass fractions, release and
+loss rates, animal-to-animal variation, photons per cell, transmission per modality and
+region, image gain, residual noise, background and LOD, and the study design.
+
+Generative model (DESIGN.md "Measurement"), per ROI:
+``flux = (photons_per_cell × transmission × live cells × image gain + background) × exp(ε)``,
+``ε ~ Normal(0, residual_sd)``; ``lod = background × (1 + 3 background_cv)``.
+A ``whole_body`` ROI sums every organ through its own in vivo transmission.
+Animal effects: first-pass fractions vary on the additive log-ratio scale
+``log(f_j / f_other)``, rates on the log scale, each with the truth's sd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lanternpk import __version__
+from lanternpk.data.schema import OBSERVATION_COLUMNS
+from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
+from lanternpk.io import write_table_atomic, write_text_atomic
+from lanternpk.solver.closed_form import organ_cells
+from lanternpk.tomlfile import load_toml_model
+
+WHOLE_BODY = "whole_body"
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudyInfo(_Strict):
+    name: str
+    species: str
+    disease: str
+    dose_cells: Positive
+    description: str = ""
+
+
+class Sacrifice(_Strict):
+    time_h: Positive
+    animals: Annotated[int, Field(ge=1)]
+
+
+class Design(_Strict):
+    cell_types: list[str] = Field(min_length=1)
+    in_vivo_times_h: list[Annotated[float, Field(ge=0)]]
+    in_vivo_regions: list[str]
+    ex_vivo_regions: list[str]
+    sacrifice: list[Sacrifice] = Field(min_length=1)
+
+
+class CellKinetics(_Strict):
+    first_pass: dict[str, Fraction]
+    release_per_d: Annotated[float, Field(ge=0)]
+    loss_per_d: dict[str, Positive]
+
+
+class Kinetics(_Strict):
+    compartments: list[str] = Field(min_length=1)
+    filter: str
+    blood_efflux_per_d: Positive | None = None
+    cell_types: dict[str, CellKinetics]
+
+
+class Variation(_Strict):
+    first_pass_sd: Annotated[float, Field(ge=0)]
+    release_sd: Annotated[float, Field(ge=0)]
+    loss_sd: Annotated[float, Field(ge=0)]
+
+
+class Measurement(_Strict):
+    photons_per_cell: Positive
+    image_gain_sd: Annotated[float, Field(ge=0)]
+    residual_sd: Annotated[float, Field(ge=0)]
+    transmission_in_vivo: dict[str, Positive]
+    transmission_ex_vivo: dict[str, Positive]
+    background_in_vivo: dict[str, Positive]
+    background_ex_vivo: dict[str, Positive]
+    background_cv: Annotated[float, Field(ge=0)]
+
+
+class Calibration(_Strict):
+    in_vitro_cells: list[Positive] = Field(min_length=2)
+    replicates: Annotated[int, Field(ge=1)]
+    residual_sd: Annotated[float, Field(ge=0)]
+    background: Annotated[float, Field(ge=0)]
+    ex_vivo_cells: list[Positive] = []
+    ex_vivo_regions: list[str] = []
+
+
+class Truth(_Strict):
+    """A truth file: the design and every parameter of the data-generating process."""
+
+    study: StudyInfo
+    design: Design
+    kinetics: Kinetics
+    variation: Variation
+    measurement: Measurement
+    calibration: Calibration
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Truth:
+        organs = self.kinetics.compartments
+        problems = []
+        if self.kinetics.filter not in organs:
+            problems.append(f"kinetics.filter '{self.kinetics.filter}' is not in {organs}")
+        if set(self.kinetics.cell_types) != set(self.design.cell_types):
+            problems.append("kinetics.cell_types must match design.cell_types")
+        for name, ck in self.kinetics.cell_types.items():
+            for key in ("first_pass", "loss_per_d"):
+                if set(getattr(ck, key)) != set(organs):
+                    problems.append(f"kinetics.cell_types.{name}.{key} must name {organs}")
+            if sum(ck.first_pass.values()) >= 1:
+                problems.append(f"kinetics.cell_types.{name}.first_pass sums to ≥ 1")
+        m = self.measurement
+        for region in self.design.in_vivo_regions:
+            if region != WHOLE_BODY and region not in m.transmission_in_vivo:
+                problems.append(f"measurement.transmission_in_vivo lacks region '{region}'")
+            if region not in m.background_in_vivo:
+                problems.append(f"measurement.background_in_vivo lacks region '{region}'")
+        for region in self.design.ex_vivo_regions + self.calibration.ex_vivo_regions:
+            if region not in m.transmission_ex_vivo:
+                problems.append(f"measurement.transmission_ex_vivo lacks region '{region}'")
+        for region in self.design.ex_vivo_regions:
+            if region not in m.background_ex_vivo:
+                problems.append(f"measurement.background_ex_vivo lacks region '{region}'")
+        if set(m.transmission_in_vivo) - set(organs):
+            problems.append("measurement.transmission_in_vivo names unknown compartments")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def organs(self) -> list[str]:
+        return list(self.kinetics.compartments)
+
+    @property
+    def filter_index(self) -> int:
+        return self.organs.index(self.kinetics.filter)
+
+    def population_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Typical-animal parameters stacked by cell type (design order).
+
+        Returns first-pass fractions (n_cell_types, n_organs), release rates
+        (n_cell_types,) in 1/day and loss rates (n_cell_types, n_organs) in 1/day.
+        """
+        cts = [self.kinetics.cell_types[c] for c in self.design.cell_types]
+        first_pass = np.array([[c.first_pass[o] for o in self.organs] for c in cts])
+        release = np.array([c.release_per_d for c in cts])
+        loss = np.array([[c.loss_per_d[o] for o in self.organs] for c in cts])
+        return first_pass, release, loss
+
+
+def load_truth(path: str | Path) -> Truth:
+    """Read and validate a truth TOML file (raises DataError naming file and key)."""
+    return load_toml_model(path, Truth)
+
+
+@dataclass
+class SimulatedStudy:
+    """A simulated study: observations, standard curve, and the truth behind them."""
+
+    truth: Truth
+    seed: int
+    observations: pd.DataFrame
+    calibration: pd.DataFrame
+    animals: pd.DataFrame
+    estimands: list[dict] = field(default_factory=list)
+
+    def describe(self) -> str:
+        obs = self.observations
+        return (
+            f"{self.truth.study.name}: {obs['animal'].nunique()} animals, {len(obs)} ROI "
+            f"measurements ({(obs['flux'] < obs['lod']).mean():.0%} below LOD), "
+            f"{len(self.calibration)} standard-curve rows"
+        )
+
+
+def _animal_parameters(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
+    """Draw every animal's kinetic parameters and its sacrifice time."""
+    rows = []
+    var = truth.variation
+    for ct_name in truth.design.cell_types:
+        ck = truth.kinetics.cell_types[ct_name]
+        f = np.array([ck.first_pass[o] for o in truth.organs])
+        k = np.array([ck.loss_per_d[o] for o in truth.organs])
+        number = 0
+        for group in truth.design.sacrifice:
+            for _ in range(group.animals):
+                number += 1
+                log_ratio = np.log(f / (1.0 - f.sum())) + var.first_pass_sd * rng.standard_normal(
+                    f.size
+                )
+                expo = np.exp(log_ratio)
+                row = {
+                    "animal": f"{ct_name}{number:02d}",
+                    "cell_type": ct_name,
+                    "sacrifice_h": group.time_h,
+                    "release_per_d": ck.release_per_d * np.exp(var.release_sd * rng.standard_normal()),
+                }
+                f_animal = expo / (1.0 + expo.sum())
+                k_animal = k * np.exp(var.loss_sd * rng.standard_normal(k.size))
+                for organ, fa, ka in zip(truth.organs, f_animal, k_animal, strict=True):
+                    row[f"first_pass_{organ}"] = fa
+                    row[f"loss_per_d_{organ}"] = ka
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _live_cells(truth: Truth, animal: pd.Series, times_h: np.ndarray) -> np.ndarray:
+    """Live cells per organ of one animal at ``times_h``, shape (n_times, n_organs)."""
+    f = animal[[f"first_pass_{o}" for o in truth.organs]].to_numpy(float)
+    k = animal[[f"loss_per_d_{o}" for o in truth.organs]].to_numpy(float)
+    efflux = truth.kinetics.blood_efflux_per_d
+    fraction = organ_cells(
+        f, np.asarray(animal["release_per_d"], dtype=float), k, np.asarray(times_h) / 24.0,
+        filter_index=truth.filter_index, n_organs=len(truth.organs),
+        blood_efflux=None if efflux is None else np.asarray(efflux),
+    )
+    return truth.study.dose_cells * fraction
+
+
+def _observations(truth: Truth, animals: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    m = truth.measurement
+    organ_index = {o: i for i, o in enumerate(truth.organs)}
+    in_vivo_t = np.array([t for o, t in m.transmission_in_vivo.items()])
+    in_vivo_idx = [organ_index[o] for o in m.transmission_in_vivo]
+    rows = []
+    for _, animal in animals.iterrows():
+        times = [t for t in truth.design.in_vivo_times_h if t <= animal["sacrifice_h"]]
+        sessions = [("in_vivo", t) for t in times] + [("ex_vivo", animal["sacrifice_h"])]
+        cells = _live_cells(truth, animal, np.array([t for _, t in sessions]))
+        for (modality, time_h), live in zip(sessions, cells, strict=True):
+            gain = np.exp(m.image_gain_sd * rng.standard_normal())
+            image = f"{animal['animal']}_{modality}_{time_h:g}h"
+            if modality == "in_vivo":
+                regions, background = truth.design.in_vivo_regions, m.background_in_vivo
+            else:
+                regions, background = truth.design.ex_vivo_regions, m.background_ex_vivo
+            for region in regions:
+                if region == WHOLE_BODY:
+                    light = m.photons_per_cell * float(in_vivo_t @ live[in_vivo_idx])
+                else:
+                    transmission = (
+                        m.transmission_in_vivo if modality == "in_vivo" else m.transmission_ex_vivo
+                    )[region]
+                    light = m.photons_per_cell * transmission * live[organ_index[region]]
+                expected = light * gain + background[region]
+                rows.append({
+                    "study": truth.study.name,
+                    "animal": animal["animal"],
+                    "cell_type": animal["cell_type"],
+                    "dose_cells": truth.study.dose_cells,
+                    "time_h": float(time_h),
+                    "region": region,
+                    "modality": modality,
+                    "image": image,
+                    "flux": expected * np.exp(m.residual_sd * rng.standard_normal()),
+                    "lod": background[region] * (1.0 + 3.0 * m.background_cv),
+                    "species": truth.study.species,
+                    "disease": truth.study.disease,
+                    "background": background[region],
+                })
+    table = pd.DataFrame(rows)
+    for column, dtype in OBSERVATION_COLUMNS.items():
+        table[column] = table[column].astype(dtype)
+    return table
+
+
+def _calibration(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
+    cal, m = truth.calibration, truth.measurement
+    rows = []
+    for cells in cal.in_vitro_cells:
+        for _ in range(cal.replicates):
+            light = m.photons_per_cell * cells
+            rows.append({"cells": cells, "setting": "in_vitro", "region": "", "light": light})
+    for region in cal.ex_vivo_regions:
+        for cells in cal.ex_vivo_cells:
+            for _ in range(cal.replicates):
+                light = m.photons_per_cell * m.transmission_ex_vivo[region] * cells
+                rows.append({"cells": cells, "setting": "ex_vivo", "region": region, "light": light})
+    table = pd.DataFrame(rows)
+    noise = np.exp(cal.residual_sd * rng.standard_normal(len(table)))
+    table["flux"] = (table.pop("light") + cal.background) * noise
+    return table[["cells", "flux", "setting", "region"]]
+
+
+def truth_estimands(truth: Truth) -> list[dict]:
+    """Estimands of the typical animal (DESIGN.md), as records of the summary contract."""
+    first_pass, release, loss = truth.population_arrays()
+    efflux = truth.kinetics.blood_efflux_per_d
+    kin = kinetic_estimands(
+        first_pass, release, loss, filter_index=truth.filter_index,
+        blood_efflux=None if efflux is None else np.full(release.shape, efflux),
+    )
+    records = []
+
+    def add(name, ct, region, value, time_d=None, modality=None):
+        records.append({"name": name, "cell_type": ct, "region": region, "time_d": time_d,
+                        "modality": modality, "value": float(value)})
+
+    for c, ct in enumerate(truth.design.cell_types):
+        for o, organ in enumerate(truth.organs):
+            add("first_pass_fraction", ct, organ, kin["first_pass_fraction"][c, o])
+            add("homing_fraction", ct, organ, kin["homing_fraction"][c, o])
+            add("half_life_d", ct, organ, kin["half_life_d"][c, o])
+            for d, day in enumerate((1, 3, 7, 14, 28, 56)):
+                add("engrafted_fraction", ct, organ, kin["engrafted_fraction"][c, d, o], time_d=day)
+    records += _detection_estimands(truth, first_pass, release, loss)
+    return records
+
+
+def _detection_estimands(truth, first_pass, release, loss) -> list[dict]:
+    """`time_to_undetectable_d` per region and modality, typical animal, gain 1."""
+    m = truth.measurement
+    efflux = truth.kinetics.blood_efflux_per_d
+    grid = np.broadcast_to(DETECTION_GRID_D, (*release.shape, DETECTION_GRID_D.size))
+    cells = truth.study.dose_cells * organ_cells(
+        first_pass, release, loss, grid, filter_index=truth.filter_index,
+        n_organs=len(truth.organs), blood_efflux=None if efflux is None else np.full(release.shape, efflux),
+    )  # (cell_type, grid, organ)
+    records = []
+    for modality, regions, transmission, background in (
+        ("in_vivo", truth.design.in_vivo_regions, m.transmission_in_vivo, m.background_in_vivo),
+        ("ex_vivo", truth.design.ex_vivo_regions, m.transmission_ex_vivo, m.background_ex_vivo),
+    ):
+        for region in regions:
+            if region == WHOLE_BODY:
+                weights = np.array([transmission.get(o, 0.0) for o in truth.organs])
+            else:
+                weights = np.array([transmission[region] if o == region else 0.0
+                                    for o in truth.organs])
+            signal = m.photons_per_cell * cells @ weights + background[region]
+            lod = background[region] * (1.0 + 3.0 * m.background_cv)
+            days = first_undetectable_day(signal, lod)
+            for c, ct in enumerate(truth.design.cell_types):
+                records.append({"name": "time_to_undetectable_d", "cell_type": ct,
+                                "region": region, "time_d": None, "modality": modality,
+                                "value": float(days[c]) if np.isfinite(days[c]) else None})
+    return records
+
+
+def simulate_study(truth: Truth, *, seed: int) -> SimulatedStudy:
+    """Simulate one study from ``truth`` with a fixed seed (same seed, same data)."""
+    rng = np.random.default_rng(seed)
+    animals = _animal_parameters(truth, rng)
+    observations = _observations(truth, animals, rng)
+    calibration = _calibration(truth, rng)
+    return SimulatedStudy(truth=truth, seed=seed, observations=observations,
+                          calibration=calibration, animals=animals,
+                          estimands=truth_estimands(truth))
+
+
+def write_study(study: SimulatedStudy, out_dir: str | Path, *, truth_file: str | Path) -> list[Path]:
+    """Write observations, standard curve, truth and provenance into ``out_dir``.
+
+    Files are first written to a temporary directory beside ``out_dir`` and moved in only
+    when all of them are complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    truth_bytes = Path(truth_file).read_bytes()
+    truth_json = {
+        "synthetic": True,
+        "study": study.truth.study.model_dump(),
+        "parameters": study.truth.model_dump(),
+        "animals": study.animals.to_dict(orient="records"),
+        "estimands": study.estimands,
+    }
+    provenance = {
+        "synthetic": True,
+        "note": "Synthetic data simulated by lanternpk; not measurements from animals.",
+        "generated_by": f"lanternpk {__version__} simulate",
+        "command": ["lanternpk", "simulate", str(truth_file), "--seed", str(study.seed),
+                    "--out", str(out_dir)],
+        "truth_file": str(truth_file),
+        "truth_sha256": hashlib.sha256(truth_bytes).hexdigest(),
+        "seed": study.seed,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "files": ["observations.csv", "calibration.csv", "truth.json"],
+    }
+    names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write_table_atomic(staging / names[0], study.observations)
+        write_table_atomic(staging / names[1], study.calibration)
+        write_text_atomic(staging / names[2], json.dumps(truth_json, indent=1) + "\n")
+        write_text_atomic(staging / names[3], json.dumps(provenance, indent=1) + "\n")
+        out_dir.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in names]
