@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "validate",
         help="check an observations file (and standard curve) against the data contract",
-        description="Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error.",
+        description=(
+            "Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error."
+        ),
     )
     p.add_argument("data", type=_existing_file, help="observations, CSV or Parquet")
     p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")

@@ -213,7 +213,8 @@ def _animal_parameters(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
                     "animal": f"{ct_name}{number:02d}",
                     "cell_type": ct_name,
                     "sacrifice_h": group.time_h,
-                    "release_per_d": ck.release_per_d * np.exp(var.release_sd * rng.standard_normal()),
+                    "release_per_d": ck.release_per_d
+                    * np.exp(var.release_sd * rng.standard_normal()),
                 }
                 f_animal = expo / (1.0 + expo.sum())
                 k_animal = k * np.exp(var.loss_sd * rng.standard_normal(k.size))
@@ -295,7 +296,9 @@ def _calibration(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
         for cells in cal.ex_vivo_cells:
             for _ in range(cal.replicates):
                 light = m.photons_per_cell * m.transmission_ex_vivo[region] * cells
-                rows.append({"cells": cells, "setting": "ex_vivo", "region": region, "light": light})
+                rows.append(
+                    {"cells": cells, "setting": "ex_vivo", "region": region, "light": light}
+                )
     table = pd.DataFrame(rows)
     noise = np.exp(cal.residual_sd * rng.standard_normal(len(table)))
     table["flux"] = (table.pop("light") + cal.background) * noise
@@ -334,7 +337,8 @@ def _detection_estimands(truth, first_pass, release, loss) -> list[dict]:
     grid = np.broadcast_to(DETECTION_GRID_D, (*release.shape, DETECTION_GRID_D.size))
     cells = truth.study.dose_cells * organ_cells(
         first_pass, release, loss, grid, filter_index=truth.filter_index,
-        n_organs=len(truth.organs), blood_efflux=None if efflux is None else np.full(release.shape, efflux),
+        n_organs=len(truth.organs),
+        blood_efflux=None if efflux is None else np.full(release.shape, efflux),
     )  # (cell_type, grid, organ)
     records = []
     for modality, regions, transmission, background in (
@@ -368,7 +372,9 @@ def simulate_study(truth: Truth, *, seed: int) -> SimulatedStudy:
                           estimands=truth_estimands(truth))
 
 
-def write_study(study: SimulatedStudy, out_dir: str | Path, *, truth_file: str | Path) -> list[Path]:
+def write_study(
+    study: SimulatedStudy, out_dir: str | Path, *, truth_file: str | Path
+) -> list[Path]:
     """Write observations, standard curve, truth and provenance into ``out_dir``.
 
     Files are first written to a temporary directory beside ``out_dir`` and moved in only

@@ -16,13 +16,17 @@ Two blood models are solved in closed form:
     the blood-filter 2x2 block has decay rates mu1 > mu2 > 0 (roots of
     mu^2 - (q + s) mu + q (s - f_F r) = 0 with s = r + k_F), and
     B(t)   = exp(-mu1 t) + (mu1 - q) phi(mu2, mu1, t)
+    (stated for q > r + k_F: blood turns over faster than the filter organ, as it does by
+    four orders of magnitude; at q = r + k_F with f_F r = 0 the eigenvalues merge and the
+    gradient of mu1 - mu2 = sqrt(...) is infinite, although the values stay exact)
     X_F(t) = q f_F phi(mu2, mu1, t)
-    X_j(t) = q f_j [phi(mu1, k_j, t) + (mu1 - q) (phi(mu2, k_j, t) - phi(mu1, k_j, t)) / (mu1 - mu2)]
+    X_j(t) = q f_j [phi(mu1, k_j, t)
+                    + (mu1 - q) (phi(mu2, k_j, t) - phi(mu1, k_j, t)) / (mu1 - mu2)]
 
 where ``phi(a, b, t) = (exp(-a t) - exp(-b t)) / (b - a)`` is the convolution of two
-exponentials, evaluated as ``t exp(-min(a,b) t) (1 - exp(-x)) / x`` with ``x = |b - a| t`` so it
-stays exact and differentiable through coincident rates (the singularity is removable) and
-across rates spanning many orders of magnitude. Every ``where`` has finite values in both
+exponentials, evaluated (see :func:`phi`) so that it stays exact and differentiable through
+coincident rates (the singularity is removable) and across rates spanning many orders of
+magnitude. Every ``where`` has finite values in both
 branches, so reverse-mode gradients are finite under JAX and PyTensor too.
 
 The functions take the array namespace ``xp`` (``numpy``, ``jax.numpy`` or
@@ -38,8 +42,10 @@ import numpy as np
 
 Array = Any
 
-#: Below this value of x = |b - a| t, (1 - exp(-x)) / x is evaluated by its Taylor series.
-_SERIES_BELOW = 1e-6
+#: Half-gap |b - a| t / 2 below which phi uses its symmetric (sinh) form.
+_SYMMETRIC_BELOW = 1.0
+#: Half-gap below which sinh(y) / y is evaluated by its Taylor series.
+_SERIES_BELOW = 1e-4
 
 
 def _where(xp: ModuleType, cond: Array, a: Array, b: Array) -> Array:
@@ -48,6 +54,12 @@ def _where(xp: ModuleType, cond: Array, a: Array, b: Array) -> Array:
 
 def phi(a: Array, b: Array, t: Array, *, xp: ModuleType = np) -> Array:
     """Convolution of two unit exponentials, ``∫_0^t exp(-a s) exp(-b (t - s)) ds``.
+
+    Two exact forms are blended. Near coincidence (``y = (b - a) t / 2`` small)
+    ``phi = t exp(-(a + b) t / 2) sinh(y) / y``, smooth and even in ``b - a``, so its
+    derivatives are right at ``a == b`` on every backend (no tie-breaking of ``min``/``abs``).
+    Far apart, ``phi = t exp(-min(a, b) t) (1 - exp(-x)) / x`` with ``x = |b - a| t``, which
+    never overflows. Both branches are finite everywhere, so gradients are too.
 
     Parameters
     ----------
@@ -63,12 +75,19 @@ def phi(a: Array, b: Array, t: Array, *, xp: ModuleType = np) -> Array:
     array
         ``(exp(-a t) - exp(-b t)) / (b - a)``, days; ``t exp(-a t)`` when ``a == b``.
     """
-    low = xp.minimum(a, b)
-    x = xp.abs(b - a) * t
-    use_series = x < _SERIES_BELOW
-    x_safe = _where(xp, use_series, xp.ones_like(x), x)
-    ratio = _where(xp, use_series, 1.0 - x / 2.0 + x * x / 6.0, -xp.expm1(-x_safe) / x_safe)
-    return t * xp.exp(-low * t) * ratio
+    y = 0.5 * (b - a) * t
+    near = xp.abs(y) < _SYMMETRIC_BELOW
+    # symmetric form, evaluated on a clamped copy of y so that it stays finite everywhere
+    y_near = _where(xp, near, y, xp.zeros_like(y))
+    tiny = xp.abs(y_near) < _SERIES_BELOW
+    y_div = _where(xp, tiny, xp.ones_like(y_near), y_near)
+    y2 = y_near * y_near
+    sinhc = _where(xp, tiny, 1.0 + y2 / 6.0 + y2 * y2 / 120.0, xp.sinh(y_div) / y_div)
+    symmetric = t * xp.exp(-0.5 * (a + b) * t) * sinhc
+    # far form, with x clamped away from 0 for the same reason
+    x = _where(xp, near, 2.0 * _SYMMETRIC_BELOW * xp.ones_like(y), 2.0 * xp.abs(y))
+    far = t * xp.exp(-xp.minimum(a, b) * t) * (-xp.expm1(-x) / x)
+    return _where(xp, near, symmetric, far)
 
 
 def _prepare(first_pass: Array, release: Array, loss: Array, t: Array, filter_index: int):
@@ -77,8 +96,9 @@ def _prepare(first_pass: Array, release: Array, loss: Array, t: Array, filter_in
     k = loss[..., None, :]
     r = release[..., None, None]
     tt = t[..., :, None]
-    f_filter = first_pass[..., None, filter_index : filter_index + 1]
-    k_filter = loss[..., None, filter_index : filter_index + 1]
+    # integer index then new axes: broadcastable under PyTensor's static shapes
+    f_filter = first_pass[..., filter_index][..., None, None]
+    k_filter = loss[..., filter_index][..., None, None]
     return f, k, r, tt, f_filter, k_filter
 
 
@@ -210,8 +230,8 @@ def homing_fraction(
     -------
     array, shape (..., n_organs)
     """
-    f_filter = first_pass[..., filter_index : filter_index + 1]
-    k_filter = loss[..., filter_index : filter_index + 1]
+    f_filter = first_pass[..., filter_index][..., None]
+    k_filter = loss[..., filter_index][..., None]
     r = release[..., None]
     boost = (r + k_filter) / (r * (1.0 - f_filter) + k_filter)
     mask = _filter_mask(first_pass.shape[-1], filter_index)

@@ -1,0 +1,254 @@
+"""Living Image ROI export import: quirks, the LOD rule, mapping validation, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lanternpk.cli import main
+from lanternpk.data.livingimage import import_livingimage
+from lanternpk.data.schema import OBSERVATION_COLUMNS
+from lanternpk.errors import DataError
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "livingimage"
+MAP = FIXTURES / "map.toml"
+REFERENCE = FIXTURES / "comma_utf8.csv"
+QUIRKS = [
+    "comma_bom.csv", "semicolon_decimal_comma.csv", "cp1252.csv", "mangled_cm_underscore.csv",
+    "mangled_question.csv", "mangled_mojibake.csv", "parentheses_units.csv",
+    "preamble_blank_lines.csv", "tab_utf16.txt",
+]
+DTYPES = OBSERVATION_COLUMNS | {"background": "float64"}
+
+
+def _problems(exports: list[Path], mapping: Path) -> list[str]:
+    with pytest.raises(DataError) as info:
+        import_livingimage(exports, mapping=mapping)
+    return [str(p) for p in info.value.problems]
+
+
+def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _mapping(tmp_path: Path, old: str = "", new: str = "") -> Path:
+    text = MAP.read_text(encoding="utf-8")
+    assert old in text
+    return _write(tmp_path / "map.toml", text.replace(old, new, 1))
+
+
+def _export(tmp_path: Path, old: str = "", new: str = "", name: str = "export.csv") -> Path:
+    text = REFERENCE.read_text(encoding="utf-8")
+    assert old in text
+    return _write(tmp_path / name, text.replace(old, new))
+
+
+# --------------------------------------------------------------------------- quirks
+
+
+@pytest.mark.parametrize("name", QUIRKS)
+def test_every_quirk_imports_to_the_same_table(name: str) -> None:
+    expected = import_livingimage([REFERENCE], mapping=MAP)
+    got = import_livingimage([FIXTURES / name], mapping=MAP)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_one_experiment_split_over_two_files_in_different_formats() -> None:
+    expected = import_livingimage([REFERENCE], mapping=MAP)
+    got = import_livingimage([FIXTURES / "split_a.csv", FIXTURES / "split_b.csv"], mapping=MAP)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_non_ascii_roi_names_survive_cp1252_and_mojibake(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, '"ROI 2" = "femur"', '"Fémur" = "femur"')
+    expected = import_livingimage([_export(tmp_path, "ROI 2", "Fémur")], mapping=mapping)
+    text = REFERENCE.read_text(encoding="utf-8").replace("ROI 2", "Fémur")
+    cp1252 = _write(tmp_path / "cp.csv", text, "cp1252")
+    mojibake = _write(tmp_path / "moji.csv", text.encode("utf-8").decode("latin-1"))
+    for path in (cp1252, mojibake):
+        pd.testing.assert_frame_equal(import_livingimage([path], mapping=mapping), expected)
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_table_shape_dtypes_order_and_background_rule() -> None:
+    table = import_livingimage([REFERENCE], mapping=MAP)
+    assert list(table.columns) == list(DTYPES)
+    assert table.dtypes.astype(str).to_dict() == DTYPES
+    assert table.index.name == "row" and list(table.index) == [2, 3, 4, 5, 6, 7]
+    assert list(table["region"]) == ["femur", "lung", "spinal_cord"] * 2
+    assert "BKG 1" not in set(table["image"]) and len(table) == 6
+
+    lung = table[(table["animal"] == "m01") & (table["region"] == "lung")].iloc[0]
+    assert (lung["study"], lung["cell_type"], lung["modality"], lung["image"]) == (
+        "als_pilot", "muse", "in_vivo", "IMG0001")
+    assert (lung["dose_cells"], lung["time_h"], lung["flux"]) == (5e4, 24.0, 3.770e5)
+    # Background ROI of IMG0001: flux 1.508e4 p/s, radiance 1.2e3 ± 2.1e2 p/s/cm²/sr, 1 cm².
+    omega = 1.508e4 / (1.2e3 * 1.0)
+    assert lung["background"] == pytest.approx(1.2e3 * 1.20 * omega, rel=1e-12)
+    assert lung["lod"] == pytest.approx((1.2e3 + 3.0 * 2.1e2) * 1.20 * omega, rel=1e-12)
+
+
+def test_fixed_lod_without_background_rois(tmp_path: Path) -> None:
+    rule = 'background_rois = ["BKG 1"]\nk_sd = 3.0'
+    fixed = 'fixed = { lung = 2e4, femur = 1e4, spinal_cord = 5e3 }'
+    mapping = _mapping(tmp_path, rule, fixed)
+    _write(mapping, 'ignore_rois = ["BKG 1"]\n' + mapping.read_text(encoding="utf-8"))
+    table = import_livingimage([REFERENCE], mapping=mapping)
+    assert list(table.columns) == list(OBSERVATION_COLUMNS)
+    assert list(table["lod"]) == [1e4, 2e4, 5e3] * 2
+
+
+def test_fixed_lod_overrides_the_rule_for_its_regions(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, "k_sd = 3.0", "k_sd = 2.0\nfixed = { lung = 2e4 }")
+    table = import_livingimage([REFERENCE], mapping=mapping).set_index(["animal", "region"])
+    assert table.loc[("m01", "lung"), "lod"] == 2e4
+    omega = 1.508e4 / 1.2e3
+    assert table.loc[("m01", "femur"), "lod"] == pytest.approx((1.2e3 + 2 * 2.1e2) * 0.35 * omega)
+    assert table["background"].notna().all()
+
+
+def test_species_and_disease_become_columns(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, 'study = "als_pilot"',
+                       'study = "als_pilot"\nspecies = "mouse"\ndisease = "ALS"')
+    table = import_livingimage([REFERENCE], mapping=mapping)
+    assert list(table.columns)[-3:] == ["species", "disease", "background"]
+    assert set(table["species"]) == {"mouse"} and table["disease"].dtype == "string"
+
+
+def test_per_image_roi_names_override_the_global_ones(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, 'cell_type = "msc"\n',
+                       'cell_type = "msc"\nrois = { "ROI 3" = "damaged_organ" }\n')
+    table = import_livingimage([REFERENCE], mapping=mapping)
+    regions = table.groupby("animal")["region"].apply(list).to_dict()
+    assert regions == {"m01": ["femur", "lung", "spinal_cord"],
+                       "m02": ["damaged_organ", "femur", "lung"]}
+
+
+# --------------------------------------------------------------------------- export errors
+
+
+def test_missing_column_suggests_the_close_header(tmp_path: Path) -> None:
+    export = _export(tmp_path, "Total Flux [p/s]", "Totl Flux [p/s]")
+    (problem,) = _problems([export], MAP)
+    assert "missing column 'Total Flux [p/s]'" in problem
+    assert "did you mean 'Totl Flux [p/s]'?" in problem and "row 1" in problem
+
+
+def test_rule_without_radiance_or_area_columns_is_a_clear_error(tmp_path: Path) -> None:
+    text = "Image Number,ROI,Total Flux [p/s]\nIMG0001,ROI 1,3.770E+05\n"
+    problems = _problems([_write(tmp_path / "flux_only.csv", text)], MAP)
+    assert len(problems) == 3
+    assert all("background LOD rule" in p for p in problems)
+    assert any("'Area [cm²]'" in p for p in problems)
+
+
+def test_all_unparsable_numbers_are_reported_with_file_row_column_value(tmp_path: Path) -> None:
+    export = _export(tmp_path, "3.770E+05", "n/a")
+    text = export.read_text(encoding="utf-8").replace("1.257E+04", '"1,257E+04"')
+    _write(export, text.replace("7.540E+03", "7,540E+03"))  # decimal comma in a comma file
+    problems = _problems([export], MAP)
+    assert len(problems) == 3
+    assert problems[0] == (f"{export}, row 2, column 'Total Flux [p/s]', value 'n/a': "
+                           "not a number (expected e.g. 1.23E+05)")
+    assert "row 4" in problems[1] and "'1,257E+04'" in problems[1]
+    assert "row 7" in problems[2] and "10 fields but the header has 9" in problems[2]
+
+
+def test_negative_flux_is_refused(tmp_path: Path) -> None:
+    (problem,) = _problems([_export(tmp_path, "3.770E+05", "-3.770E+05")], MAP)
+    assert "must be >= 0" in problem and "background subtraction" in problem
+
+
+@pytest.mark.parametrize("content", [b"just some notes\nnothing here\n", b"PK\x03\x04\x00\x00"])
+def test_a_file_that_is_not_an_export(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.csv"
+    path.write_bytes(content)
+    (problem,) = _problems([path], MAP)
+    assert problem.startswith(str(path)) and "not a Living Image ROI measurement export" in problem
+
+
+def test_image_without_background_roi(tmp_path: Path) -> None:
+    text = "".join(line for line in REFERENCE.read_text(encoding="utf-8").splitlines(True)
+                   if not line.startswith("IMG0002,BKG 1"))
+    (problem,) = _problems([_write(tmp_path / "e.csv", text)], MAP)
+    assert "value 'IMG0002'" in problem and "no background ROI" in problem
+
+
+def test_duplicate_rows_and_duplicate_measurements(tmp_path: Path) -> None:
+    problems = _problems([REFERENCE, FIXTURES / "split_a.csv"], MAP)
+    assert len(problems) == 4 and all("appears twice" in p for p in problems)
+    mapping = _mapping(tmp_path, '"ROI 3" = "spinal_cord"', '"ROI 3" = "lung"')
+    problems = _problems([REFERENCE], mapping)
+    assert len(problems) == 2 and all("same study, animal, time_h, region" in p for p in problems)
+
+
+# --------------------------------------------------------------------------- mapping errors
+
+
+def test_mapping_problems_are_all_collected_with_key_and_hint(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, 'animal = "m01"', 'animl = "m01"')
+    _write(mapping, mapping.read_text(encoding="utf-8").replace('"in_vivo"', '"invivo"'))
+    problems = _problems([REFERENCE], mapping)
+    assert any("column 'images.IMG0001.animl'" in p and "did you mean 'animal'?" in p
+               for p in problems)
+    assert any("column 'defaults.modality'" in p and "'invivo'" in p for p in problems)
+    assert len(problems) == 2
+
+
+def test_image_fields_may_come_from_defaults_or_the_image(tmp_path: Path) -> None:
+    (problem,) = _problems([REFERENCE], _mapping(tmp_path, 'animal = "m01"\n'))
+    assert "column 'images.IMG0001'" in problem and "missing required key 'animal'" in problem
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("[lod]\nbackground_rois = [\"BKG 1\"]\nk_sd = 3.0", "[lod]",
+     "give 'background_rois'"),
+    ('animal = "m02"', 'animal = "m01"', "one animal has one cell_type"),
+    ('"ROI 1" = "lung"', '"ROI 1" = "Lung"', "column 'rois.\"ROI 1\"'"),
+    ("dose_cells = 5e4", 'dose_cells = "5e4"', "Input should be a valid number"),
+    ("[rois]", "[rois", "not a valid UTF-8 TOML file"),
+    ('cell_type = "muse"', 'cell_type = "muse"\nspecies = "mouse"',
+     "'species' is given for some images but not for 'IMG0002'"),
+    ('"ROI 1" = "lung"', '"ROI 1" = "lung"\n"BKG 1" = "lung"', "both an organ ROI and in lod"),
+])
+def test_invalid_mappings(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    problems = _problems([REFERENCE], _mapping(tmp_path, old, new))
+    assert any(expected in p for p in problems), problems
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "obs.csv"
+    parts = [str(FIXTURES / "split_a.csv"), str(FIXTURES / "split_b.csv")]
+    assert main(["import-livingimage", *parts, "--map", str(MAP), "--out", str(out)]) == 0
+    assert "wrote 6 observations from 2 export(s)" in capsys.readouterr().out
+    back = pd.read_csv(out, dtype=DTYPES)
+    expected = import_livingimage([REFERENCE], mapping=MAP).reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("export_edit", "map_edit", "message"), [
+    (("IMG0002", "IMG0003"), ("", ""),
+     "row 6, column 'Image Number', value 'IMG0003': image not in the mapping"),
+    (("ROI 3", "ROI 9"), ("", ""),
+     "row 4, column 'ROI', value 'ROI 9': ROI not in the mapping"),
+    (("", ""), ('cell_type = "muse"', 'cel_type = "muse"'),
+     "column 'images.IMG0001.cel_type': unknown key 'cel_type'; did you mean 'cell_type'?"),
+])
+def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  export_edit: tuple[str, str], map_edit: tuple[str, str],
+                                  message: str) -> None:
+    export = _export(tmp_path, *export_edit)
+    mapping = _mapping(tmp_path, *map_edit)
+    out = tmp_path / "out" / "obs.csv"
+    assert main(["import-livingimage", str(export), "--map", str(mapping), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "1 problem(s) found" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "out").exists()
