@@ -41,7 +41,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             problems += err.problems
     if problems:
         raise DataError(problems)
-    print(describe(obs, calibration, source=str(args.data)))
+    print(describe(obs, calibration, source=str(args.data),
+                   calibration_source=None if args.calibration is None else str(args.calibration)))
     return EXIT_OK
 
 

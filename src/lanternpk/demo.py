@@ -30,5 +30,6 @@ def run_demo(*, root: Path) -> None:
         observations = load_observations(study / "observations.csv")
         calibration_file = study / "calibration.csv"
         calibration = load_calibration(calibration_file) if calibration_file.exists() else None
-        print(describe(observations, calibration, source=str(study / "observations.csv")))
+        print(describe(observations, calibration, source=str(study / "observations.csv"),
+                       calibration_source=str(calibration_file)))
         print()

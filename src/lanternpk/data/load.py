@@ -211,7 +211,8 @@ def _parse_parquet(file: str, data: bytes) -> tuple[list[str], list[tuple[int, l
         except pa.ArrowException:
             values = [None if v is None else str(v) for v in column.to_pylist()]
         columns.append(["" if v is None else v for v in values])
-    rows = [(i + schema.FIRST_DATA_ROW, list(fields)) for i, fields in enumerate(zip(*columns))]
+    records = zip(*columns, strict=True)
+    rows = [(i + schema.FIRST_DATA_ROW, list(fields)) for i, fields in enumerate(records)]
     return list(table.column_names), rows
 
 

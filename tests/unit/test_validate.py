@@ -1,0 +1,414 @@
+"""Validation of observations and standard curves against the data contract, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lanternpk.cli import main
+from lanternpk.data import schema
+from lanternpk.data.load import read_table
+from lanternpk.data.validate import describe, validate_calibration, validate_observations
+from lanternpk.errors import Problem
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "observations"
+VALID = FIXTURES / "valid.csv"
+CALIBRATION = FIXTURES / "calibration.csv"
+
+# Rows of valid.csv used below (spreadsheet numbering, header = row 1):
+#   2, 3   M1 at 1 h, whole_body and lung, in_vivo, image S1-M1-1h
+#   6, 7   M1 at 72 h, whole_body and lung, in_vivo
+#   8, 9   M1 at 72 h, lung and spinal_cord, ex_vivo (sacrifice), image S1-M1-72h-ex
+#   10     M2 at 1 h, whole_body, in_vivo, image S1-M2-1h
+
+
+@pytest.fixture
+def raw() -> pd.DataFrame:
+    return read_table(VALID)
+
+
+def problems_of(raw: pd.DataFrame, validate=validate_observations) -> list[Problem]:
+    frame, problems = validate(raw, "obs.csv")
+    assert frame is None
+    assert problems
+    assert all(p.file == "obs.csv" for p in problems)
+    return problems
+
+
+def only(problems: list[Problem]) -> Problem:
+    assert len(problems) == 1, "\n".join(map(str, problems))
+    return problems[0]
+
+
+# --- valid data and the canonical form ----------------------------------------------------
+
+
+def test_valid_observations_become_canonical(raw):
+    before = raw.copy()
+    frame, problems = validate_observations(raw, str(VALID))
+    assert problems == []
+    assert list(frame.columns) == [*schema.OBSERVATION_COLUMNS, "species", "notes"]
+    expected = {**schema.OBSERVATION_COLUMNS, "species": schema.TEXT, "notes": schema.TEXT}
+    assert {c: str(t) for c, t in frame.dtypes.items()} == expected
+    assert frame.index.name == schema.INDEX_NAME
+    assert list(frame.index) == list(range(2, 2 + 32))
+    assert frame.at[2, "flux"] == 4e6
+    assert frame.at[8, "notes"] == "organ imaged within 10 min"  # unknown column kept
+    pd.testing.assert_frame_equal(raw, before)  # the input is not modified
+
+
+def test_column_order_is_canonical_whatever_the_file_order(raw):
+    order = [*raw.columns[::-1], "background", "disease"]
+    raw = raw.assign(background="100", disease="")[order]
+    frame, problems = validate_observations(raw, "obs.csv")
+    assert problems == []
+    assert list(frame.columns) == [*schema.OBSERVATION_COLUMNS, "species", "disease",
+                                   "background", "notes"]
+    assert frame["background"].dtype == np.float64
+    assert frame["disease"].isna().all()  # empty optional text is missing, not ""
+
+
+def test_frame_without_row_index_is_numbered_as_a_spreadsheet():
+    plain = pd.read_csv(VALID)  # typed columns, RangeIndex
+    frame, problems = validate_observations(plain, "obs.csv")
+    assert problems == []
+    assert frame.index.name == "row"
+    assert frame.index[0] == schema.FIRST_DATA_ROW
+    assert frame["notes"].dtype == schema.TEXT
+
+
+# --- columns ------------------------------------------------------------------------------
+
+
+def test_misspelt_column_gets_a_hint(raw):
+    problem = only(problems_of(raw.rename(columns={"time_h": "time_hr"})))
+    assert problem.column == "time_h"
+    assert problem.row == 1
+    assert problem.message == "required column is missing; did you mean 'time_hr'?"
+
+
+@pytest.mark.parametrize("variant", ["Flux", " flux", "FLUX "])
+def test_case_or_space_variant_of_a_column_is_hinted(raw, variant):
+    problem = only(problems_of(raw.rename(columns={"flux": variant})))
+    assert problem.column == "flux"
+    assert f"did you mean {variant!r}?" in problem.message
+    assert "case-sensitive" in problem.message
+
+
+def test_missing_column_without_a_lookalike_lists_the_columns(raw):
+    problem = only(problems_of(raw.drop(columns="image")))
+    assert problem.column == "image"
+    assert problem.message.startswith("required column is missing; the file has columns 'study'")
+
+
+def test_repeated_column_name_in_a_frame():
+    raw = pd.DataFrame([["a", "b"]], columns=["study", "study"])
+    problems = problems_of(raw)
+    assert any(p.column == "study" and "repeated" in p.message for p in problems)
+
+
+# --- one cell at a time ---------------------------------------------------------------------
+
+
+def test_non_numeric_text_in_a_number_column(raw):
+    raw.loc[3, "flux"] = "high"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (3, "flux", "high")
+    assert problem.message == "not a number; expected a finite number ≥ 0 (photons/s)"
+    assert str(problem) == ("obs.csv, row 3, column 'flux', value 'high': "
+                            "not a number; expected a finite number ≥ 0 (photons/s)")
+
+
+def test_decimal_comma_is_explained(raw):
+    raw.loc[3, "flux"] = "1,5"
+    problem = only(problems_of(raw))
+    assert "use '.' for decimals" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("flux", "nan", "NaN is not allowed"),
+        ("lod", "NaN", "NaN is not allowed"),
+        ("time_h", "inf", "infinite value"),
+        ("dose_cells", "-inf", "infinite value"),
+        ("flux", "", "empty cell"),
+        ("time_h", "  ", "empty cell"),
+    ],
+)
+def test_nan_inf_or_empty_in_a_required_number_column(raw, column, value, reason):
+    raw.loc[5, column] = value
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (5, column, value)
+    assert problem.message.startswith(f"{reason}; expected a finite number")
+
+
+def test_negative_flux(raw):
+    raw.loc[4, "flux"] = "-12.5"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (4, "flux", "-12.5")
+    assert problem.message == "negative value; expected a finite number ≥ 0 (photons/s)"
+
+
+@pytest.mark.parametrize(("value", "reason"), [("0", "zero is not allowed"),
+                                               ("-100", "negative value")])
+def test_lod_must_be_positive(raw, value, reason):
+    raw.loc[4, "lod"] = value
+    problem = only(problems_of(raw))
+    assert problem.message == f"{reason}; expected a finite number > 0 (photons/s)"
+
+
+def test_negative_time(raw):
+    raw.loc[4, "time_h"] = "-1"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column) == (4, "time_h")
+    assert problem.message == "negative value; expected a finite number ≥ 0 (hours since injection)"
+
+
+@pytest.mark.parametrize(("value", "reason"), [("0", "zero is not allowed"),
+                                               ("-1e6", "negative value")])
+def test_dose_must_be_positive(raw, value, reason):
+    raw.loc[4, "dose_cells"] = value
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (4, "dose_cells", value)
+    assert problem.message == f"{reason}; expected a finite number > 0 (cells injected)"
+
+
+def test_unknown_modality_with_hint(raw):
+    raw.loc[2, "modality"] = "in vivo"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (2, "modality", "in vivo")
+    assert problem.message == ("unknown modality; expected one of 'in_vivo', 'ex_vivo' "
+                               "(did you mean 'in_vivo'?)")
+
+
+@pytest.mark.parametrize("column", ["study", "animal", "cell_type", "region", "modality", "image"])
+def test_empty_text_in_a_required_column(raw, column):
+    raw.loc[6, column] = ""
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (6, column, "")
+    assert problem.message.startswith("empty cell; expected ")
+
+
+def test_spaces_around_a_label_are_reported_not_stripped(raw):
+    raw.loc[6, "region"] = "lung "
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (6, "region", "lung ")
+    assert problem.message == ("leading or trailing spaces; labels are compared exactly, "
+                               "so write 'lung'")
+
+
+def test_optional_background_may_be_empty_but_not_negative(raw):
+    raw["background"] = "150"
+    raw.loc[2, "background"] = ""
+    frame, problems = validate_observations(raw, "obs.csv")
+    assert problems == []
+    assert np.isnan(frame.at[2, "background"])
+    raw.loc[3, "background"] = "-1"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column) == (3, "background")
+
+
+# --- across rows ----------------------------------------------------------------------------
+
+
+def test_duplicate_measurement_names_both_rows(raw):
+    raw.loc[3, "region"] = "whole_body"  # row 2 is M1, 1 h, whole_body, in_vivo
+    raw.loc[3, "time_h"] = "1.0"  # the same time, written differently
+    problem = only(problems_of(raw))
+    assert problem.row == 3
+    assert problem.message.startswith(
+        "duplicate measurement: same study, animal, time_h, region, modality as row 2")
+
+
+def test_cell_type_change_within_an_animal(raw):
+    raw.loc[5, "cell_type"] = "msc"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (5, "cell_type", "msc")
+    assert problem.message == ("animal 'M1' of study 'S1' has cell_type 'msc' here but 'muse' "
+                               "in row 2; an animal has one cell_type and one dose_cells")
+
+
+def test_dose_change_within_an_animal(raw):
+    raw.loc[5, "dose_cells"] = "5e5"
+    raw.loc[6, "dose_cells"] = "1e6"  # the same dose, written differently: fine
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (5, "dose_cells", "5e5")
+    assert "has dose_cells '5e5' here but '1000000' in row 2" in problem.message
+
+
+def test_image_shared_by_two_animals(raw):
+    raw.loc[10, "image"] = "S1-M1-1h"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (10, "animal", "M2")
+    assert problem.message.startswith(
+        "image 'S1-M1-1h' of study 'S1' has animal 'M2' here but 'M1' in row 2; ")
+    assert "image identifiers are unique within a study" in problem.message
+
+
+def test_in_vivo_after_sacrifice(raw):
+    raw.loc[[8, 9], "time_h"] = "48"  # M1 sacrificed at 48 h, but imaged in vivo at 72 h
+    problems = problems_of(raw)
+    assert [(p.row, p.column, p.value) for p in problems] == [(6, "time_h", "72"),
+                                                              (7, "time_h", "72")]
+    assert problems[0].message == (
+        "animal 'M1' of study 'S1' is imaged in_vivo at 72 h, after its ex_vivo (sacrifice) "
+        "measurement at 48 h in row 8; in vivo images must be taken at or before sacrifice")
+
+
+def test_two_sacrifice_times(raw):
+    raw.loc[9, "time_h"] = "96"
+    messages = [p.message for p in problems_of(raw)]
+    assert any("sacrificed once" in m and "time_h '96' here but '72' in row 8" in m
+               for m in messages)
+
+
+def test_every_problem_is_reported_in_row_order(raw):
+    raw["flux"] = "x"
+    raw["lod"] = "-1"
+    raw = raw.drop(columns="image")
+    problems = problems_of(raw)
+    assert len(problems) == 1 + 2 * 32
+    assert problems[0].column == "image"
+    rows = [p.row for p in problems[1:]]
+    assert rows == sorted(rows)
+
+
+# --- standard curve -------------------------------------------------------------------------
+
+
+def test_valid_calibration_is_canonical():
+    frame, problems = validate_calibration(read_table(CALIBRATION), "cal.csv")
+    assert problems == []
+    assert list(frame.columns) == ["cells", "flux", "setting", "region"]
+    assert [str(t) for t in frame.dtypes] == ["float64", "float64", "string", "string"]
+    assert list(frame["setting"]) == ["in_vitro"] * 4 + ["ex_vivo"] * 2
+    assert frame["region"].isna().sum() == 4
+    assert frame.at[6, "region"] == "lung"
+
+
+def test_calibration_setting_defaults_to_in_vitro():
+    raw = pd.DataFrame({"cells": ["10", "100"], "flux": ["300", "3000"], "lab": ["a", "b"]})
+    frame, problems = validate_calibration(raw, "cal.csv")
+    assert problems == []
+    assert list(frame["setting"]) == ["in_vitro", "in_vitro"]
+    assert list(frame.columns) == ["cells", "flux", "setting", "region", "lab"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("cells", "0", "zero is not allowed; expected a finite number > 0 (cells)"),
+        ("cells", "ten", "not a number; expected a finite number > 0 (cells)"),
+        ("flux", "-3", "negative value; expected a finite number ≥ 0 (photons/s)"),
+        ("flux", "inf", "infinite value; expected a finite number ≥ 0 (photons/s)"),
+        ("setting", "in vitro", "unknown setting; expected one of 'in_vitro', 'ex_vivo' "
+                                "(did you mean 'in_vitro'?)"),
+    ],
+)
+def test_bad_calibration_cell(column, value, message):
+    raw = read_table(CALIBRATION)
+    raw.loc[3, column] = value
+    problem = only(problems_of(raw, validate_calibration))
+    assert (problem.row, problem.column, problem.value) == (3, column, value)
+    assert problem.message == message
+
+
+def test_calibration_region_goes_with_ex_vivo():
+    raw = read_table(CALIBRATION)
+    raw.loc[6, "region"] = ""
+    raw.loc[2, "region"] = "lung"
+    problems = problems_of(raw, validate_calibration)
+    assert [(p.row, p.column) for p in problems] == [(2, "region"), (6, "region")]
+    assert problems[0].message.startswith("region given for an in_vitro row")
+    assert problems[1].message.startswith("empty region for an ex_vivo (spike-in) row")
+
+
+def test_calibration_missing_column_hint():
+    raw = read_table(CALIBRATION).rename(columns={"cells": "cell"})
+    problem = only(problems_of(raw, validate_calibration))
+    assert problem.message == "required column is missing; did you mean 'cell'?"
+
+
+# --- describe ---------------------------------------------------------------------------------
+
+
+def _lines(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def test_describe_summarises_and_is_deterministic(raw):
+    obs, _ = validate_observations(raw, "obs.csv")
+    cal, _ = validate_calibration(read_table(CALIBRATION), "cal.csv")
+    text = describe(obs, cal, source="obs.csv", calibration_source="cal.csv")
+    lines = _lines(text)
+    for expected in [
+        "observations obs.csv",
+        "rows 32",
+        "studies S1",
+        "animals S1: msc 2, muse 2",
+        "doses (cells) S1: msc 1e+06, muse 1e+06",
+        "time points (h) 1, 24, 72",
+        "regions lung, spinal_cord, whole_body",
+        "modalities ex_vivo, in_vivo",
+        "flux < lod 6 of 32 rows (18.8%)",
+        "lung, in_vivo 4 of 12 rows (33.3%)",
+        "standard curve cal.csv",
+        "in_vitro 4 rows, median flux/cells 31 photons/s per cell",
+        "ex_vivo, lung 2 rows, median flux/cells 2.5 photons/s per cell",
+    ]:
+        assert expected in lines
+    width = text.index("obs.csv")  # every value starts in the same column
+    assert all(line[width - 1] == " " != line[width] for line in text.splitlines())
+    shuffled = obs.sample(frac=1, random_state=0)
+    assert describe(shuffled, cal, source="obs.csv", calibration_source="cal.csv") == text
+
+
+# --- through the command line -----------------------------------------------------------------
+
+
+def test_cli_valid(capsys):
+    rc = main(["validate", str(VALID), "--calibration", str(CALIBRATION)])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert err == ""
+    assert "rows" in out and "standard curve" in out
+
+
+def test_cli_invalid_lists_every_problem(tmp_path, capsys, raw):
+    raw.loc[3, "flux"] = "-1"
+    raw.loc[5, "modality"] = "exvivo"
+    path = tmp_path / "obs.csv"
+    raw.to_csv(path, index=False)
+    bad_cal = tmp_path / "cal.csv"
+    bad_cal.write_text("cells,flux\n0,10\n")
+    rc = main(["validate", str(path), "--calibration", str(bad_cal)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert out == ""
+    assert f"{path}, row 3, column 'flux', value '-1': negative value" in err
+    assert f"{path}, row 5, column 'modality', value 'exvivo': unknown modality" in err
+    assert f"{bad_cal}, row 2, column 'cells', value '0'" in err
+    assert "3 problem(s) found" in err
+    assert "Traceback" not in err
+
+
+def test_cli_file_that_is_not_a_table(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "PNG image" in err
+    assert "Traceback" not in err
+
+
+def test_cli_missing_file_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", str(tmp_path / "nope.csv")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err
+    assert "Traceback" not in err
