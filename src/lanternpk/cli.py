@@ -7,12 +7,13 @@ only for a bug in lanternpk itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lanternpk import __version__
-from lanternpk.errors import EXIT_OK, EXIT_USAGE, DataError, UserError
+from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, EXIT_USAGE, DataError, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -68,6 +69,37 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from lanternpk.fit import fit, format_summary, main_command
+    from lanternpk.inference import SamplerSettings
+
+    settings = SamplerSettings(sampler=args.sampler, chains=args.chains, draws=args.draws,
+                               tune=args.tune, seed=args.seed,
+                               target_accept=args.target_accept)
+    result = fit(args.data, args.model, args.out, calibration_path=args.calibration,
+                 settings=settings, command=main_command(), overwrite=args.overwrite,
+                 progressbar=not args.quiet)
+    print(format_summary(result.summary))
+    print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s sampling incl. compile)")
+    if not result.summary["diagnostics"]["passed"]:
+        print("lanternpk fit: convergence checks FAILED (see diagnostics.json)", file=sys.stderr)
+        return EXIT_DIAGNOSTICS
+    return EXIT_OK
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    import json
+
+    from lanternpk.fit import format_summary, summary_from_run
+
+    summary = summary_from_run(args.run_dir, spec_path=args.model, data_path=args.data)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(format_summary(summary))
+    return EXIT_OK if summary["diagnostics"]["passed"] else EXIT_DIAGNOSTICS
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lanternpk.demo import run_demo
 
@@ -112,6 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory to write the study into")
     p.set_defaults(handler=_cmd_simulate)
 
+    p = commands.add_parser(
+        "fit", help="fit a model spec to observations and write a run directory",
+        description="Exit status: 0 fit and checks passed; 1 invalid data or spec; 2 usage "
+        "error; 3 the fit finished but a convergence check failed.",
+    )
+    p.add_argument("data", type=_existing_file, help="observations, CSV or Parquet")
+    p.add_argument("--model", required=True, type=_existing_file, help="model spec TOML")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")
+    p.add_argument("--sampler", default="numpyro",
+                   choices=["numpyro", "nutpie", "pymc", "blackjax"])
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--target-accept", type=float, default=0.9)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_fit)
+
+    p = commands.add_parser(
+        "summarize", help="print the estimands, contrasts and diagnostics of a run",
+        description="Recomputed from the saved posterior. Exit status 3 if the run's "
+        "convergence checks failed. With --model/--data, refuses a run fit to other files.",
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print the JSON contract")
+    p.add_argument("--model", type=_existing_file, help="spec the run must have been fit to")
+    p.add_argument("--data", type=_existing_file, help="data the run must have been fit to")
+    p.set_defaults(handler=_cmd_summarize)
+
     p = commands.add_parser("demo", help="run the main job on the bundled data")
     p.add_argument(
         "--root", type=Path, default=Path("."),
@@ -125,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "fit":
+        from lanternpk.inference import configure_jax_devices
+
+        configure_jax_devices(max(args.chains, os.cpu_count() or 1))
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+#: The fit ran, but a convergence check failed (R-hat, ESS, divergences, E-BFMI).
+EXIT_DIAGNOSTICS = 3
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,121 @@ def first_undetectable_day(signal: np.ndarray, lod: np.ndarray) -> np.ndarray:
     any_below = stays_below.any(axis=-1)
     first = np.argmax(stays_below, axis=-1)
     return np.where(any_below, DETECTION_GRID_D[first], np.inf)
+
+
+# --- from a posterior -----------------------------------------------------------------------
+
+#: A posterior/prior 90%-interval width ratio above this marks an estimand as barely
+#: informed by the data: the data shrank the prior interval by less than 30%.
+BARELY_INFORMED_RATIO = 0.7
+
+
+def _draws(group, name: str) -> np.ndarray:
+    """Stack chains and draws: (n_samples, ...)."""
+    values = group[name].values
+    return values.reshape(-1, *values.shape[2:])
+
+
+def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
+    """Draws of every estimand, keyed by (name, cell_type, region, time_d, modality).
+
+    Parameters
+    ----------
+    group : xarray.Dataset
+        A posterior or prior group with ``first_pass``, ``release``, ``loss``,
+        ``photons_per_cell``, ``transmission_in_vivo``, ``transmission_ex_vivo`` (and
+        ``blood_efflux`` for the explicit-blood model).
+    design : dict
+        The run's design record (see :func:`lanternpk.fit.design_record`): cell types,
+        organs, filter index, dose per cell type, and per region × modality the organs it
+        sees, its LOD and background (photons/s).
+    """
+    f = _draws(group, "first_pass")
+    r = _draws(group, "release")
+    k = _draws(group, "loss")
+    q = _draws(group, "blood_efflux") if design["explicit_blood"] else None
+    q_ct = None if q is None else np.broadcast_to(q[:, None], r.shape)
+    kin = kinetic_estimands(f, r, k, filter_index=design["filter_index"], blood_efflux=q_ct)
+    out: dict[tuple, np.ndarray] = {}
+    for c, ct in enumerate(design["cell_types"]):
+        for j, organ in enumerate(design["organs"]):
+            for name in ("first_pass_fraction", "homing_fraction", "half_life_d"):
+                out[(name, ct, organ, None, None)] = kin[name][:, c, j]
+            for d, day in enumerate(ENGRAFTED_DAYS):
+                out[("engrafted_fraction", ct, organ, day, None)] = kin["engrafted_fraction"][
+                    :, c, d, j]
+    grid = np.broadcast_to(DETECTION_GRID_D, (*r.shape, DETECTION_GRID_D.size))
+    cells = organ_cells(f, r, k, grid, filter_index=design["filter_index"],
+                        n_organs=len(design["organs"]), blood_efflux=q_ct)  # (s, ct, grid, organ)
+    ppc = _draws(group, "photons_per_cell")
+    for det in design["detection"]:
+        transmission = _draws(group, f"transmission_{det['modality']}")  # (s, organ)
+        weights = transmission * np.isin(design["organs"], det["organs"])[None, :]
+        for c, ct in enumerate(design["cell_types"]):
+            dose = design["dose_cells"][ct]
+            signal = (ppc[:, None] * dose * np.einsum("sgo,so->sg", cells[:, c], weights)
+                      + det["background"])
+            out[("time_to_undetectable_d", ct, det["region"], None, det["modality"])] = (
+                first_undetectable_day(signal, det["lod"]))
+    return out
+
+
+def _width(x: np.ndarray, log: bool) -> float:
+    x = x[np.isfinite(x)]
+    if x.size < 10 or (log and np.any(x <= 0)):
+        return float("nan")
+    x = np.log(x) if log else x
+    lo, hi = np.quantile(x, [0.05, 0.95])
+    return float(hi - lo)
+
+
+def _quantiles(x: np.ndarray) -> dict:
+    finite = np.isfinite(x)
+    if not finite.all():  # inf = "still detectable on the last grid day": no interpolation
+        q05, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95], method="inverted_cdf")
+        return {"mean": None, "median": _num(q50), "q05": _num(q05), "q95": _num(q95)}
+    return {"mean": float(np.mean(x)), "median": float(np.median(x)),
+            "q05": float(np.quantile(x, 0.05)), "q95": float(np.quantile(x, 0.95))}
+
+
+def _num(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], list[dict]]:
+    """Estimand and contrast records of the summary JSON contract (DESIGN.md).
+
+    Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
+    (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
+    positive quantities). Contrasts: first cell type over second for homing fractions and
+    half-lives, with P(ratio > 1).
+    """
+    post = estimand_draws(posterior, design)
+    pri = estimand_draws(prior, design) if prior is not None else {}
+    estimands = []
+    for key, draws in post.items():
+        name, ct, region, time_d, modality = key
+        log = name != "time_to_undetectable_d"
+        ratio = float("nan")
+        prior_width = _width(pri[key], log) if key in pri else float("nan")
+        if prior_width > 0:
+            ratio = _width(draws, log) / prior_width
+        record = {"name": name, "cell_type": ct, "region": region, "time_d": time_d,
+                  "modality": modality, **_quantiles(draws),
+                  "posterior_prior_width_ratio": _num(ratio),
+                  "barely_informed": bool(np.isfinite(ratio) and ratio > BARELY_INFORMED_RATIO)}
+        estimands.append(record)
+    contrasts = []
+    cell_types = design["cell_types"]
+    if len(cell_types) >= 2:
+        num, den = cell_types[0], cell_types[1]
+        for name, contrast in (("homing_fraction", "homing_fraction_ratio"),
+                               ("half_life_d", "half_life_ratio")):
+            for organ in design["organs"]:
+                ratio = post[(name, num, organ, None, None)] / post[(name, den, organ, None, None)]
+                contrasts.append({"name": contrast, "region": organ, "numerator": num,
+                                  "denominator": den, "median": float(np.median(ratio)),
+                                  "q05": float(np.quantile(ratio, 0.05)),
+                                  "q95": float(np.quantile(ratio, 0.95)),
+                                  "p_gt_1": float(np.mean(ratio > 1))})
+    return estimands, contrasts

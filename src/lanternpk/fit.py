@@ -1,0 +1,285 @@
+"""`lanternpk fit`: validate, build, sample, check, summarise, and write a run directory.
+
+A run directory holds ``posterior.nc`` (ArviZ NetCDF: posterior, sample_stats, prior; its
+attributes carry the provenance and the design record), ``provenance.json``,
+``diagnostics.json`` and ``summary.json`` (the DESIGN.md contract). It is written to a
+temporary directory beside the target and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+from lanternpk import __version__
+from lanternpk.data.load import load_calibration, load_observations
+from lanternpk.diagnostics import check_convergence
+from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.estimands import summarize_estimands
+from lanternpk.inference import SamplerSettings, sample, sample_prior
+from lanternpk.model import ModelData, build_model, prepare_data
+from lanternpk.spec import ModelSpec, load_spec
+
+POSTERIOR_FILE = "posterior.nc"
+PRIOR_DRAWS = 1000
+#: Parameters whose prior draws are kept to tell findings from priors.
+REPORTED_PARAMETERS = ["first_pass", "release", "loss", "photons_per_cell",
+                       "transmission_in_vivo", "transmission_ex_vivo"]
+_LIBRARIES = ("numpy", "pandas", "pymc", "pytensor", "arviz", "jax", "jaxlib", "numpyro",
+              "nutpie", "scipy", "xarray")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the numerical libraries this run used."""
+    versions = {"lanternpk": __version__, "python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def design_record(spec: ModelSpec, obs: pd.DataFrame, data: ModelData) -> dict:
+    """Constants that turn parameters into estimands: doses, LODs, backgrounds, organs.
+
+    Per cell type the dose is the median dose of its animals (cells); per region × modality
+    the LOD and background are medians over its ROIs (photons/s). Background is
+    ``None`` where the model estimates it (no ``background`` column).
+    """
+    dose = {ct: float(obs.loc[obs["cell_type"] == ct, "dose_cells"].median())
+            for ct in spec.cell_types if (obs["cell_type"] == ct).any()}
+    detection = []
+    for (region, modality), rows in obs.groupby(["region", "modality"], sort=True):
+        organs = [o for o in spec.region_compartments[region]
+                  if spec.transmission(modality, o) is not None]
+        detection.append({
+            "region": region, "modality": modality, "organs": organs,
+            "lod": float(rows["lod"].median()),
+            "background": float(rows["background"].median())
+            if data.background is not None else None,
+            "group": data.background_groups.index(f"{region}/{modality}"),
+        })
+    return {"spec": spec.name, "cell_types": [ct for ct in spec.cell_types if ct in dose],
+            "organs": list(spec.organs), "filter_index": spec.filter_index,
+            "explicit_blood": spec.explicit_blood, "dose_cells": dose,
+            "detection": detection}
+
+
+def _resolve_estimated_background(design: dict, idata: az.InferenceData) -> dict:
+    """Fill estimated backgrounds with their posterior medians (photons/s)."""
+    if "log_background" not in idata.posterior:
+        return design
+    log_bg = idata.posterior["log_background"].values.reshape(
+        -1, idata.posterior["log_background"].shape[-1])
+    for det in design["detection"]:
+        if det["background"] is None:
+            det["background"] = float(np.exp(np.median(log_bg[:, det["group"]])))
+    return design
+
+
+@dataclass
+class FitResult:
+    """What a fit produced; ``run_dir`` holds the files."""
+
+    run_dir: Path
+    summary: dict
+    wall_s: float
+
+
+def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Path | None,
+        settings: SamplerSettings, command: list[str], overwrite: bool = False,
+        progressbar: bool = True) -> FitResult:
+    """Fit ``spec`` to the data and write the run directory.
+
+    Validation of data, calibration and spec happens before anything is compiled; every
+    problem found is reported together.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / POSTERIOR_FILE).exists() and not overwrite:
+        raise UsageError(f"{out_dir} already holds a run; pass --overwrite to replace it")
+    problems: list[Problem] = []
+    obs = calibration = spec = None
+    for loader, path, slot in ((load_observations, data_path, "obs"),
+                               (load_calibration, calibration_path, "cal"),
+                               (load_spec, spec_path, "spec")):
+        if path is None:
+            continue
+        try:
+            value = loader(path)
+        except DataError as err:
+            problems += err.problems
+            continue
+        if slot == "obs":
+            obs = value
+        elif slot == "cal":
+            calibration = value
+        else:
+            spec = value
+    if problems:
+        raise DataError(problems)
+    data = prepare_data(spec, obs, source=str(data_path))
+
+    start = time.perf_counter()
+    model = build_model(spec, data, calibration)
+    idata = sample(model, settings, progressbar=progressbar)
+    prior = sample_prior(model, REPORTED_PARAMETERS, draws=PRIOR_DRAWS, seed=settings.seed + 1)
+    idata.extend(prior)
+    wall_s = time.perf_counter() - start
+
+    free = [rv.name for rv in model.free_RVs]
+    diagnostics = check_convergence(idata, free)
+    design = _resolve_estimated_background(design_record(spec, obs, data), idata)
+    provenance = {
+        "data_file": str(data_path), "data_sha256": file_sha256(data_path),
+        "spec_file": str(spec_path), "spec_sha256": file_sha256(spec_path),
+        "calibration_file": None if calibration_path is None else str(calibration_path),
+        "calibration_sha256": None if calibration_path is None
+        else file_sha256(calibration_path),
+        "scale_set_by": _scale_source(calibration),
+        "sampler": settings.as_dict(), "seed": settings.seed,
+        "versions": library_versions(), "command": command,
+        "wall_time_s": round(wall_s, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    summary = make_summary(idata, design, diagnostics, provenance)
+    idata.attrs["lanternpk_provenance"] = json.dumps(provenance)
+    idata.attrs["lanternpk_design"] = json.dumps(design)
+    idata.attrs["lanternpk_diagnostics"] = json.dumps(diagnostics)
+    _write_run(out_dir, idata, provenance, diagnostics, summary)
+    return FitResult(run_dir=out_dir, summary=summary, wall_s=wall_s)
+
+
+def _scale_source(calibration: pd.DataFrame | None) -> str:
+    """Which information fixed the absolute cell scale (DESIGN.md: the report says)."""
+    if calibration is None:
+        return "transmission and photons-per-cell priors only (no standard curve)"
+    if (calibration["setting"] == "ex_vivo").any():
+        return "ex vivo spike-in standard curve (photons per cell × ex vivo transmission)"
+    return "in vitro standard curve (photons per cell) and ex vivo transmission priors"
+
+
+def make_summary(idata: az.InferenceData, design: dict, diagnostics: dict,
+                 provenance: dict) -> dict:
+    """The summary JSON object of DESIGN.md, from a posterior with its prior group."""
+    prior = idata.prior if "prior" in idata.groups() else None
+    estimands, contrasts = summarize_estimands(idata.posterior, prior, design)
+    return {
+        "estimands": estimands,
+        "contrasts": contrasts,
+        "diagnostics": {k: diagnostics[k] for k in
+                        ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences",
+                         "ebfmi_min", "passed")},
+        "provenance": provenance,
+    }
+
+
+def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        idata.to_netcdf(staging / POSTERIOR_FILE)
+        for name, record in (("provenance.json", provenance), ("diagnostics.json", diagnostics),
+                             ("summary.json", summary)):
+            (staging / name).write_text(json.dumps(record, indent=1, default=_json_default)
+                                        + "\n", encoding="utf-8")
+        if not diagnostics["passed"]:
+            (staging / "DIAGNOSTICS_FAILED").write_text(
+                "Convergence checks failed; see diagnostics.json.\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | None = None
+             ) -> tuple[az.InferenceData, dict, dict]:
+    """Open a run; refuse it if a given spec or data file differs from the one it was fit to.
+
+    Returns
+    -------
+    idata, design, provenance
+    """
+    run_dir = Path(run_dir)
+    posterior = run_dir / POSTERIOR_FILE
+    if not posterior.is_file():
+        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
+    idata = az.from_netcdf(posterior)
+    provenance = json.loads(idata.attrs["lanternpk_provenance"])
+    design = json.loads(idata.attrs["lanternpk_design"])
+    problems = []
+    for path, key in ((spec_path, "spec_sha256"), (data_path, "data_sha256")):
+        if path is not None and file_sha256(path) != provenance[key]:
+            problems.append(Problem(
+                str(path), f"does not match the run in {run_dir}: it was fit to "
+                f"{provenance[key.replace('_sha256', '_file')]} (sha256 {provenance[key][:12]}…)"))
+    if problems:
+        raise DataError(problems)
+    return idata, design, provenance
+
+
+def summary_from_run(run_dir: Path, **kwargs) -> dict:
+    """Recompute the summary JSON from the saved posterior alone."""
+    idata, design, provenance = load_run(run_dir, **kwargs)
+    diagnostics = json.loads(idata.attrs["lanternpk_diagnostics"])
+    return make_summary(idata, design, diagnostics, provenance)
+
+
+def format_summary(summary: dict) -> str:
+    """A one-screen text summary: contrasts, homing and half-lives, diagnostics."""
+    lines = []
+    diag = summary["diagnostics"]
+    status = "PASSED" if diag["passed"] else "FAILED"
+    lines.append(f"diagnostics {status}: R-hat max {diag['rhat_max']:.3f}, bulk ESS min "
+                 f"{diag['ess_bulk_min']:.0f}, tail ESS min {diag['ess_tail_min']:.0f}, "
+                 f"divergences {diag['divergences']}, E-BFMI min {diag['ebfmi_min']:.2f}")
+    lines.append("")
+    lines.append(f"{'contrast':<32}{'region':<15}{'median':>10}{'90% interval':>24}"
+                 f"{'P(>1)':>8}")
+    for c in summary["contrasts"]:
+        label = f"{c['name']} {c['numerator']}/{c['denominator']}"
+        lines.append(f"{label:<32}{c['region']:<15}{c['median']:>10.3g}"
+                     f"{'[' + format(c['q05'], '.3g') + ', ' + format(c['q95'], '.3g') + ']':>24}"
+                     f"{c['p_gt_1']:>8.3f}")
+    lines.append("")
+    lines.append(f"{'estimand':<20}{'cell':<6}{'region':<15}{'median':>10}"
+                 f"{'90% interval':>24}  note")
+    for e in summary["estimands"]:
+        if e["name"] not in ("homing_fraction", "half_life_d"):
+            continue
+        note = "barely informed by data" if e["barely_informed"] else ""
+        lines.append(f"{e['name']:<20}{e['cell_type']:<6}{e['region']:<15}{e['median']:>10.3g}"
+                     f"{'[' + format(e['q05'], '.3g') + ', ' + format(e['q95'], '.3g') + ']':>24}"
+                     f"  {note}")
+    return "\n".join(lines)
+
+
+def main_command() -> list[str]:
+    """The command line as typed, for provenance."""
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

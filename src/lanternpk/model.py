@@ -1,0 +1,346 @@
+"""The hierarchical Bayesian model: ``build_model(spec, data, calibration) -> pm.Model``.
+
+Kinetics (per cell type, animal-level non-centred random effects):
+    log(f_aj / f_a,other) = eta_cj + sd_fp z_aj        first-pass fractions (additive log-ratio)
+    log r_a = log r_c + sd_release z_a                  filter → blood release, 1/day
+    log k_aj = log k_cj + sd_loss z_aj                  organ loss rates, 1/day
+live cells per organ are the exact closed form of :mod:`lanternpk.solver.closed_form`.
+
+Measurement (DESIGN.md), per ROI ``i`` of image ``m``:
+    mu_i = log(photons_per_cell × Σ_j w_ij T_j × cells_ij × gain_m + background_i)
+    log flux_i ~ Normal(mu_i, residual_sd)              flux_i ≥ lod_i (observed)
+    P(log flux_i < log lod_i) = Φ((log lod_i − mu_i) / residual_sd)   flux_i < lod_i (M3)
+where ``w_ij`` selects the organ a region sees (all organs for ``whole_body``) and ``T_j`` is
+the transmission of that organ in the ROI's modality. Image gains are log-normal with median
+1, shared by the ROIs of an image. Background is the ``background`` column when given; else
+one background per region × modality is estimated with a weak prior centred on lod / 2.
+The standard curve, when given, informs photons per cell (``in_vitro`` rows) and
+photons per cell × ex vivo transmission (``ex_vivo`` spike-in rows).
+
+The censored term uses a log-CDF that is finite with finite gradients on every backend
+(``pm.Censored`` gave NaN gradients under JAX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+
+from lanternpk.errors import DataError, Problem
+from lanternpk.solver.closed_form import organ_cells
+from lanternpk.spec import ModelSpec
+
+HOURS_PER_DAY = 24.0
+_LOG_2PI = float(np.log(2 * np.pi))
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Index arrays and constants derived from canonical observations for one spec.
+
+    Attributes (n = rows, s = imaging sessions = unique animal × time, a = animals)
+    ----------
+    cell_type_of_animal : (a,) int
+    session_animal : (s,) int
+    session_time_d : (s,) float, days
+    row_session, row_image : (n,) int
+    in_vivo_weights, ex_vivo_weights : (n, organs) float, 0/1 organ selection per ROI
+    log_flux, log_lod : (n,) float, log photons/s
+    censored : (n,) bool, flux below lod
+    background : (n,) float or None, photons/s
+    background_group : (n,) int, region × modality group (for estimated backgrounds)
+    """
+
+    animals: list[str]
+    images: list[str]
+    sessions: pd.DataFrame
+    cell_type_of_animal: np.ndarray
+    session_animal: np.ndarray
+    session_time_d: np.ndarray
+    row_session: np.ndarray
+    row_image: np.ndarray
+    in_vivo_weights: np.ndarray
+    ex_vivo_weights: np.ndarray
+    log_flux: np.ndarray
+    log_lod: np.ndarray
+    censored: np.ndarray
+    background: np.ndarray | None
+    background_groups: list[str]
+    background_group: np.ndarray
+    dose_cells: np.ndarray
+
+
+def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") -> ModelData:
+    """Check the observations against the spec and derive the model's index arrays.
+
+    Raises
+    ------
+    DataError
+        A cell type, region or modality the spec cannot model (naming the row and value).
+    """
+    problems = []
+    regions = spec.region_compartments
+    for row, value in obs["cell_type"].items():
+        if value not in spec.cell_types:
+            problems.append(Problem(source, f"cell type not in spec {spec.name} "
+                                    f"(expected one of {list(spec.cell_types)})",
+                                    row=row, column="cell_type", value=value))
+    for row, value in obs["region"].items():
+        if value not in regions:
+            problems.append(Problem(source, f"region not in spec {spec.name} "
+                                    f"(expected one of {sorted(regions)})",
+                                    row=row, column="region", value=value))
+    if problems:
+        raise DataError(problems[:50])
+
+    organ_index = {o: i for i, o in enumerate(spec.organs)}
+    animal_key = obs["study"].astype(str) + "/" + obs["animal"].astype(str)
+    animals = list(dict.fromkeys(animal_key))
+    animal_codes = pd.Categorical(animal_key, categories=animals).codes
+    first_rows = obs.groupby(animal_key, sort=False).head(1)
+    cell_type_of_animal = np.array(
+        [spec.cell_types.index(first_rows.loc[animal_key[first_rows.index] == a, "cell_type"]
+                               .iloc[0]) for a in animals]
+    )
+    sessions = pd.DataFrame({"animal": animal_codes, "time_h": obs["time_h"].to_numpy()})
+    sessions = sessions.drop_duplicates().reset_index(drop=True)
+    session_lookup = {(a, t): i for i, (a, t) in enumerate(sessions.itertuples(index=False))}
+    row_session = np.array([session_lookup[(a, t)] for a, t in
+                            zip(animal_codes, obs["time_h"].to_numpy(), strict=True)])
+    image_key = obs["study"].astype(str) + "/" + obs["image"].astype(str)
+    images = list(dict.fromkeys(image_key))
+    row_image = pd.Categorical(image_key, categories=images).codes
+
+    n, n_organs = len(obs), len(spec.organs)
+    weights = {"in_vivo": np.zeros((n, n_organs)), "ex_vivo": np.zeros((n, n_organs))}
+    for i, (region, modality) in enumerate(zip(obs["region"], obs["modality"], strict=True)):
+        for organ in regions[region]:
+            if spec.transmission(modality, organ) is not None:
+                weights[modality][i, organ_index[organ]] = 1.0
+        if not weights[modality][i].any():
+            problems.append(Problem(source, f"spec {spec.name} has no {modality} transmission "
+                                    f"for region '{region}'", row=obs.index[i],
+                                    column="region", value=region))
+    if problems:
+        raise DataError(problems[:50])
+
+    group_key = obs["region"].astype(str) + "/" + obs["modality"].astype(str)
+    groups = sorted(set(group_key))
+    has_background = "background" in obs and obs["background"].notna().all()
+    return ModelData(
+        animals=animals,
+        images=images,
+        sessions=sessions,
+        cell_type_of_animal=cell_type_of_animal,
+        session_animal=sessions["animal"].to_numpy(),
+        session_time_d=sessions["time_h"].to_numpy() / HOURS_PER_DAY,
+        row_session=row_session,
+        row_image=np.asarray(row_image),
+        in_vivo_weights=weights["in_vivo"],
+        ex_vivo_weights=weights["ex_vivo"],
+        log_flux=np.log(np.maximum(obs["flux"].to_numpy(float), 1e-300)),
+        log_lod=np.log(obs["lod"].to_numpy(float)),
+        censored=(obs["flux"] < obs["lod"]).to_numpy(),
+        background=obs["background"].to_numpy(float) if has_background else None,
+        background_groups=groups,
+        background_group=np.array([groups.index(g) for g in group_key]),
+        dose_cells=obs.groupby(animal_key, sort=False)["dose_cells"].first()
+        .reindex(animals).to_numpy(float),
+    )
+
+
+def log_normal_cdf(z):
+    """log Φ(z), finite with finite gradients for every z (PyTensor, all backends).
+
+    For z ≥ −5 it is ``log(erfc(−z/√2) / 2)``; below, the asymptotic series
+    ``−z²/2 − log(−z) − log(2π)/2 + log(1 − 1/z² + 3/z⁴ − 15/z⁶)`` (relative error < 1e-6
+    at z = −5, shrinking as z decreases). Each branch is evaluated on a clamped z.
+    """
+    z_mid = pt.maximum(z, -5.0)
+    direct = pt.log(0.5 * pt.erfc(-z_mid / np.sqrt(2.0)))
+    z_tail = pt.minimum(z, -5.0)
+    inv2 = 1.0 / (z_tail * z_tail)
+    tail = (-0.5 * z_tail * z_tail - pt.log(-z_tail) - 0.5 * _LOG_2PI
+            + pt.log(1.0 - inv2 + 3.0 * inv2**2 - 15.0 * inv2**3))
+    return pt.switch(z >= -5.0, direct, tail)
+
+
+def _lognormal(name: str, prior, *, dims=None, shape=None):
+    """Log-parameter with a Normal(log median, sigma) prior; returns the log value."""
+    return pm.Normal(f"log_{name}", mu=np.log(prior.median), sigma=prior.sigma,
+                     dims=dims, shape=shape)
+
+
+def _halfnormal(name: str, prior):
+    return pm.HalfNormal(name, sigma=prior.sigma)
+
+
+def _per_cell_type(spec: ModelSpec, kind: str, organs: tuple[str, ...]):
+    """Prior locations and scales (cell_type, organ) and whether each organ is shared."""
+    loc = np.empty((len(spec.cell_types), len(organs)))
+    scale = np.empty_like(loc)
+    for c, ct in enumerate(spec.cell_types):
+        if kind == "first_pass":
+            loc[c] = spec.first_pass_logratio_loc(ct)
+        for j, organ in enumerate(organs):
+            prior = spec.prior(kind, organ, ct)
+            if kind != "first_pass":
+                loc[c, j] = np.log(prior.median)
+            scale[c, j] = prior.sigma
+    shared = np.array([spec.is_shared(kind, o) for o in organs])
+    return loc, scale, shared
+
+
+def _population(name: str, loc: np.ndarray, scale: np.ndarray, shared: np.ndarray):
+    """Population parameters (cell_type, organ); shared organs use one value for all types.
+
+    Non-centred: ``value = loc + scale × raw`` with ``raw ~ Normal(0, 1)``.
+    """
+    n_types, n_organs = loc.shape
+    raw = pm.Normal(f"{name}_raw", 0.0, 1.0, shape=(n_types, n_organs))
+    # a shared organ takes the first cell type's raw value for every cell type
+    pick = np.where(shared[None, :], 0, np.arange(n_types)[:, None])
+    raw_used = raw[pick, np.arange(n_organs)[None, :]]
+    return loc + scale * raw_used
+
+
+def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | None = None
+                ) -> pm.Model:
+    """Build the PyMC model of ``spec`` for prepared data (pure: no sampling, no I/O).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Validated model spec.
+    data : ModelData
+        From :func:`prepare_data`.
+    calibration : DataFrame, optional
+        Canonical standard curve (cells, flux in photons/s, setting, region).
+
+    Returns
+    -------
+    pymc.Model
+        With named dims ``cell_type``, ``organ``, ``animal``, ``image``, ``obs``.
+    """
+    organs = spec.organs
+    coords = {"cell_type": list(spec.cell_types), "organ": list(organs),
+              "animal": data.animals, "image": data.images,
+              "obs": np.arange(data.log_flux.size)}
+    n_animals, n_organs = len(data.animals), len(organs)
+    with pm.Model(coords=coords) as model:
+        # --- population kinetics (typical animal) -------------------------------------------
+        fp_loc, fp_scale, fp_shared = _per_cell_type(spec, "first_pass", organs)
+        eta = pm.Deterministic("first_pass_logratio",
+                               _population("first_pass", fp_loc, fp_scale, fp_shared),
+                               dims=("cell_type", "organ"))
+        release_organ = organs[spec.filter_index]
+        rel_prior = [spec.prior("release", release_organ, ct) for ct in spec.cell_types]
+        rel_shared = spec.is_shared("release", release_organ)
+        rel_raw = pm.Normal("release_raw", 0.0, 1.0, shape=len(spec.cell_types))
+        rel_raw_used = rel_raw[np.zeros(len(spec.cell_types), int)] if rel_shared else rel_raw
+        log_release = (np.log([p.median for p in rel_prior])
+                       + np.array([p.sigma for p in rel_prior]) * rel_raw_used)
+        loss_loc, loss_scale, loss_shared = _per_cell_type(spec, "loss", organs)
+        log_loss = _population("loss", loss_loc, loss_scale, loss_shared)
+
+        expo = pt.exp(eta)
+        pm.Deterministic("first_pass", expo / (1.0 + expo.sum(-1, keepdims=True)),
+                         dims=("cell_type", "organ"))
+        pm.Deterministic("release", pt.exp(log_release), dims="cell_type")
+        pm.Deterministic("loss", pt.exp(log_loss), dims=("cell_type", "organ"))
+        blood_efflux = None
+        if spec.explicit_blood:
+            log_q = _lognormal("blood_efflux", spec.priors.blood_efflux)
+            blood_efflux = pm.Deterministic("blood_efflux", pt.exp(log_q))
+
+        # --- animal-level random effects (non-centred) --------------------------------------
+        re = spec.random_effects
+        sd_fp = _halfnormal("sd_first_pass", re.first_pass)
+        sd_rel = _halfnormal("sd_release", re.release)
+        sd_loss = _halfnormal("sd_loss", re.loss)
+        z_fp = pm.Normal("z_first_pass", 0.0, 1.0, dims=("animal", "organ"))
+        z_rel = pm.Normal("z_release", 0.0, 1.0, dims="animal")
+        z_loss = pm.Normal("z_loss", 0.0, 1.0, dims=("animal", "organ"))
+        ct = data.cell_type_of_animal
+        eta_a = eta[ct] + sd_fp * z_fp
+        expo_a = pt.exp(eta_a)
+        f_a = expo_a / (1.0 + expo_a.sum(-1, keepdims=True))
+        r_a = pt.exp(log_release[ct] + sd_rel * z_rel)
+        k_a = pt.exp(log_loss[ct] + sd_loss * z_loss)
+
+        # --- live cells per imaging session, (sessions, organs) -----------------------------
+        s_animal = data.session_animal
+        cells = organ_cells(
+            f_a[s_animal], r_a[s_animal], k_a[s_animal], data.session_time_d[:, None],
+            filter_index=spec.filter_index, n_organs=n_organs,
+            blood_efflux=None if blood_efflux is None else pt.ones(len(s_animal)) * blood_efflux,
+            xp=pt,
+        )[:, 0, :] * data.dose_cells[s_animal][:, None]
+
+        # --- measurement ----------------------------------------------------------------
+        meas = spec.measurement
+        log_ppc = _lognormal("photons_per_cell", meas.photons_per_cell)
+        pm.Deterministic("photons_per_cell", pt.exp(log_ppc))
+        log_t = {}
+        for modality in ("in_vivo", "ex_vivo"):
+            priors = [spec.transmission(modality, o) for o in organs]
+            loc = np.array([np.log(p.median) if p else 0.0 for p in priors])
+            scale = np.array([p.sigma if p else 1.0 for p in priors])
+            raw = pm.Normal(f"transmission_{modality}_raw", 0.0, 1.0, dims="organ")
+            log_t[modality] = loc + scale * raw
+            pm.Deterministic(f"transmission_{modality}", pt.exp(log_t[modality]), dims="organ")
+        sd_gain = _halfnormal("image_gain_sd", meas.image_gain_sd)
+        z_gain = pm.Normal("z_gain", 0.0, 1.0, dims="image")
+        log_gain = sd_gain * z_gain
+        sigma = _halfnormal("residual_sd", meas.residual_sd)
+
+        seen = (data.in_vivo_weights * pt.exp(log_t["in_vivo"])[None, :]
+                + data.ex_vivo_weights * pt.exp(log_t["ex_vivo"])[None, :])
+        light = pt.sum(seen * cells[data.row_session], axis=-1)
+        light = light * pt.exp(log_ppc + log_gain[data.row_image])
+        if data.background is not None:
+            background = data.background
+        else:
+            lod_half = np.array([np.median(np.exp(data.log_lod[data.background_group == g])) / 2
+                                 for g in range(len(data.background_groups))])
+            log_bg = pm.Normal("log_background", mu=np.log(lod_half), sigma=1.0,
+                               shape=len(lod_half))
+            background = pt.exp(log_bg)[data.background_group]
+        mu = pt.log(light + background)  # log expected flux, (obs,)
+
+        observed = ~data.censored
+        pm.Normal("log_flux", mu=mu[observed], sigma=sigma,
+                  observed=data.log_flux[observed])
+        if data.censored.any():
+            z = (data.log_lod[data.censored] - mu[data.censored]) / sigma
+            pm.Potential("censored_below_lod", pt.sum(log_normal_cdf(z)))
+
+        if calibration is not None and len(calibration):
+            _standard_curve(calibration, log_ppc, log_t["ex_vivo"], organs)
+    return model
+
+
+def _standard_curve(calibration: pd.DataFrame, log_ppc, log_t_ex_vivo, organs) -> None:
+    """Likelihood of the standard curve: log flux = log(photons/cell × [T_ex] × cells) + ε."""
+    setting = calibration.get("setting", pd.Series("in_vitro", index=calibration.index))
+    setting = setting.fillna("in_vitro").astype(str).replace("", "in_vitro").to_numpy()
+    organ_index = {o: i for i, o in enumerate(organs)}
+    log_mean = np.log(calibration["cells"].to_numpy(float)) + log_ppc
+    ex_vivo = setting == "ex_vivo"
+    if ex_vivo.any():
+        regions = calibration["region"].astype(str).to_numpy()[ex_vivo]
+        unknown = [r for r in regions if r not in organ_index]
+        if unknown:
+            raise DataError([Problem("calibration", "ex vivo spike-in region is not an organ "
+                                     f"of the spec (expected one of {list(organs)})",
+                                     column="region", value=unknown[0])])
+        shift = np.zeros(len(calibration), dtype=int)
+        shift[ex_vivo] = [organ_index[r] for r in regions]
+        log_mean = log_mean + pt.switch(ex_vivo, log_t_ex_vivo[shift], 0.0)
+    sd = pm.HalfNormal("calibration_sd", sigma=0.5)
+    pm.Normal("calibration_log_flux", mu=log_mean, sigma=sd,
+              observed=np.log(calibration["flux"].to_numpy(float)))
