@@ -70,14 +70,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from lanternpk.fit import fit, format_summary, main_command
+    from lanternpk.fit import fit, format_summary
     from lanternpk.inference import SamplerSettings
 
     settings = SamplerSettings(sampler=args.sampler, chains=args.chains, draws=args.draws,
                                tune=args.tune, seed=args.seed,
                                target_accept=args.target_accept)
     result = fit(args.data, args.model, args.out, calibration_path=args.calibration,
-                 settings=settings, command=main_command(), overwrite=args.overwrite,
+                 settings=settings, command=args.command_line, overwrite=args.overwrite,
                  progressbar=not args.quiet)
     print(format_summary(result.summary))
     print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s sampling incl. compile)")
@@ -103,8 +103,8 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lanternpk.demo import run_demo
 
-    run_demo(root=args.root)
-    return EXIT_OK
+    result = run_demo(root=args.root, out=args.out)
+    return EXIT_OK if result.summary["diagnostics"]["passed"] else EXIT_DIAGNOSTICS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", type=Path, default=Path("."),
         help="lanternpk checkout holding data/ and models/ (default: current directory)",
     )
+    p.add_argument("--out", type=Path, default=Path("reports/demo"),
+                   help="where to write the demo run and summary (default: reports/demo)")
     p.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -188,10 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "fit":
+    args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]
+    if args.command in ("fit", "demo"):
         from lanternpk.inference import configure_jax_devices
 
-        configure_jax_devices(max(args.chains, os.cpu_count() or 1))
+        configure_jax_devices(max(getattr(args, "chains", 4), os.cpu_count() or 1))
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -278,8 +277,3 @@ def format_summary(summary: dict) -> str:
                      f"{'[' + format(e['q05'], '.3g') + ', ' + format(e['q95'], '.3g') + ']':>24}"
                      f"  {note}")
     return "\n".join(lines)
-
-
-def main_command() -> list[str]:
-    """The command line as typed, for provenance."""
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]

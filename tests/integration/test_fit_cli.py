@@ -1,0 +1,84 @@
+"""`lanternpk fit` and `summarize` end to end, with tiny sampler settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lanternpk.cli import main
+from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_INVALID, EXIT_OK
+
+TINY = ["--chains", "2", "--draws", "60", "--tune", "60", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "als"
+    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
+               str(root / "models/muse_vs_msc.toml"), "--calibration",
+               str(root / "data/als_mouse/calibration.csv"), "--out", str(out), *TINY])
+    return rc, out
+
+
+def test_fit_writes_a_complete_run(tiny_run):
+    rc, out = tiny_run
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    for name in ("posterior.nc", "provenance.json", "diagnostics.json", "summary.json"):
+        assert (out / name).is_file()
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    # a failed check is loud: exit status 3 and a marker file, and only then
+    assert (rc == EXIT_DIAGNOSTICS) == (not diagnostics["passed"])
+    assert (out / "DIAGNOSTICS_FAILED").exists() == (not diagnostics["passed"])
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert len(provenance["data_sha256"]) == 64 and len(provenance["spec_sha256"]) == 64
+    assert provenance["sampler"]["draws"] == 60 and provenance["seed"] == 20261125
+    assert "pymc" in provenance["versions"] and provenance["command"][1] == "fit"
+
+
+def test_summarize_json_follows_the_contract(tiny_run, capsys):
+    _, out = tiny_run
+    capsys.readouterr()
+    rc = main(["summarize", str(out), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    assert set(summary) == {"estimands", "contrasts", "diagnostics", "provenance"}
+    keys = {"name", "cell_type", "region", "time_d", "modality", "mean", "median", "q05", "q95"}
+    assert all(keys <= set(e) for e in summary["estimands"])
+    names = {e["name"] for e in summary["estimands"]}
+    assert names == {"first_pass_fraction", "homing_fraction", "engrafted_fraction",
+                     "half_life_d", "time_to_undetectable_d"}
+    assert {e["time_d"] for e in summary["estimands"] if e["name"] == "engrafted_fraction"} == {
+        1, 3, 7, 14, 28, 56}
+    homing = [c for c in summary["contrasts"] if c["name"] == "homing_fraction_ratio"]
+    assert {c["region"] for c in homing} >= {"lung", "femur", "spinal_cord"}
+    assert all(c["numerator"] == "muse" and c["denominator"] == "msc" for c in homing)
+    assert all(0 <= c["p_gt_1"] <= 1 and c["q05"] <= c["median"] <= c["q95"] for c in homing)
+    assert set(summary["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "divergences", "passed"}
+    # the never-imaged organ is flagged as prior-driven
+    damaged = [e for e in summary["estimands"]
+               if e["region"] == "damaged_organ" and e["name"] == "half_life_d"]
+    assert all(e["barely_informed"] for e in damaged)
+
+
+def test_summarize_refuses_other_spec_or_data(root, tiny_run, capsys):
+    _, out = tiny_run
+    rc = main(["summarize", str(out), "--model", str(root / "models/shared_homing.toml")])
+    err = capsys.readouterr().err
+    assert rc == EXIT_INVALID
+    assert "shared_homing.toml: does not match the run" in err
+    rc = main(["summarize", str(out), "--data", str(root / "data/heart_rabbit/observations.csv")])
+    assert rc == EXIT_INVALID
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys):
+    bad = tmp_path / "obs.csv"
+    text = (root / "data/als_mouse/observations.csv").read_text()
+    bad.write_text(text.replace(",muse01,muse,", ",muse01,neuron,"))
+    rc = main(["fit", str(bad), "--model", str(root / "models/muse_vs_msc.toml"),
+               "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == EXIT_INVALID
+    assert "row 2, column 'cell_type'" in err and "'neuron'" in err and "cell type not in spec" in err
+    assert not (tmp_path / "run").exists()
