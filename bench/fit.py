@@ -1,0 +1,187 @@
+"""End-to-end fit benchmark: wall time (including compile) and minimum bulk ESS per second.
+
+What is measured, on the bundled ALS-like study (16 animals, 368 ROIs) with the default
+spec, 4 chains × 1000 draws after 1000 tuning steps:
+- each sampler of the dispatch table (numpyro, nutpie, pymc, blackjax): end-to-end wall time
+  of `inference.sample` (graph compile + sampling), min bulk ESS over the free parameters,
+  min bulk ESS / wall second, divergences;
+- scaling of the default sampler with the number of animals (16, 32, 64, 128; studies
+  simulated from the ALS truth with more animals per sacrifice group);
+- the same model with the kinetics solved by `pymc.ode.DifferentialEquation`: one
+  log-density + gradient evaluation is timed and the fit time is extrapolated from the
+  gradient evaluations numpyro used (said so in the output; not sampled, it would take hours).
+
+Run: ``python bench/fit.py [--quick]``; writes ``bench/results/fit.md`` and ``fit.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import arviz as az  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lanternpk.data.load import load_calibration, load_observations  # noqa: E402
+from lanternpk.data.simulate import Sacrifice, load_truth, simulate_study  # noqa: E402
+from lanternpk.fit import library_versions  # noqa: E402
+from lanternpk.inference import SamplerSettings, sample  # noqa: E402
+from lanternpk.model import build_model, prepare_data  # noqa: E402
+from lanternpk.spec import load_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _study(n_animals: int):
+    """Observations and standard curve of the ALS design with ``n_animals`` animals."""
+    if n_animals == 16:
+        return (load_observations(ROOT / "data/als_mouse/observations.csv"),
+                load_calibration(ROOT / "data/als_mouse/calibration.csv"))
+    truth = load_truth(ROOT / "data/truths/als_mouse.toml")
+    per_group = n_animals // (2 * len(truth.design.sacrifice))
+    design = truth.design.model_copy(update={"sacrifice": [
+        Sacrifice(time_h=g.time_h, animals=per_group) for g in truth.design.sacrifice]})
+    study = simulate_study(truth.model_copy(update={"design": design}), seed=n_animals)
+    obs = study.observations.copy()
+    obs.index = np.arange(2, len(obs) + 2)
+    return obs, study.calibration.assign(setting="in_vitro")
+
+
+def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int) -> dict:
+    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
+    obs, cal = _study(n_animals)
+    start = time.perf_counter()
+    model = build_model(spec, prepare_data(spec, obs), cal)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune),
+                           progressbar=False)
+    except Exception as err:  # record a sampler that fails instead of stopping the bench
+        return {"sampler": sampler, "animals": n_animals, "error": f"{type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}"}
+    wall = time.perf_counter() - start
+    free = [rv.name for rv in model.free_RVs]
+    ess = az.ess(idata.posterior[free], method="bulk")
+    ess_min = float(min(np.nanmin(v.values) for v in ess.data_vars.values()))
+    stats = idata.sample_stats
+    grad_evals = int(stats["n_steps"].sum()) if "n_steps" in stats else None
+    return {"sampler": sampler, "animals": n_animals, "rows": len(obs), "wall_s": wall,
+            "ess_bulk_min": ess_min, "ess_bulk_min_per_s": ess_min / wall,
+            "divergences": int(stats["diverging"].sum()),
+            "gradient_evaluations_sampling": grad_evals}
+
+
+def ode_gradient_seconds(n_animals: int = 16) -> float:
+    """Seconds for one log-density + gradient with pm.ode.DifferentialEquation kinetics."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    import lanternpk.model as model_module
+
+    def ode_cells(first_pass, release, loss, t, *, filter_index, n_organs, blood_efflux=None,
+                  xp=None):
+        times = np.unique(t.ravel()) if isinstance(t, np.ndarray) else None
+        n_sessions = first_pass.shape[0].eval() if hasattr(first_pass.shape[0], "eval") else None
+
+        def rhs(y, _t, p):
+            f = p[:n_organs]
+            k = p[n_organs:2 * n_organs]
+            r = p[2 * n_organs]
+            lung = y[filter_index]
+            out = [-k[j] * y[j] + r * f[j] * lung for j in range(n_organs)]
+            out[filter_index] = out[filter_index] - r * lung
+            return out
+
+        ode = pm.ode.DifferentialEquation(func=rhs, times=times, n_states=n_organs,
+                                          n_theta=2 * n_organs + 1, t0=0)
+        rows = []
+        for s in range(n_sessions):
+            theta = pt.concatenate([first_pass[s], loss[s], release[s][None]])
+            sol = ode(y0=first_pass[s], theta=theta)  # (times, organs)
+            idx = int(np.searchsorted(times, t[s, 0]))
+            rows.append(sol[idx])
+        return pt.stack(rows)[:, None, :]
+
+    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
+    obs, cal = _study(n_animals)
+    data = prepare_data(spec, obs)
+    original = model_module.organ_cells
+    model_module.organ_cells = ode_cells
+    try:
+        model = build_model(spec, data, cal)
+    finally:
+        model_module.organ_cells = original
+    point = model.initial_point()
+    dlogp = model.compile_dlogp()
+    dlogp(point)
+    start = time.perf_counter()
+    dlogp(point)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 draws, 300 tune")
+    args = parser.parse_args()
+    draws = tune = 300 if args.quick else 1000
+    rows = [run_fit(s, 16, draws=draws, tune=tune)
+            for s in ("numpyro", "nutpie", "pymc", "blackjax")]
+    scaling = [run_fit("numpyro", n, draws=draws, tune=tune) for n in (16, 32, 64, 128)]
+    ode_s = ode_gradient_seconds()
+    numpyro = rows[0]
+    ode_extrapolated = (ode_s * numpyro["gradient_evaluations_sampling"] * 2
+                        if numpyro.get("gradient_evaluations_sampling") else None)
+    record = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(),
+                          "platform": platform.platform()},
+              "versions": library_versions(), "draws": draws, "tune": tune, "chains": 4,
+              "samplers": rows, "scaling": scaling,
+              "pm_ode_gradient_s": ode_s,
+              "pm_ode_fit_s_extrapolated": ode_extrapolated,
+              "date": time.strftime("%Y-%m-%d")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Fit benchmark", "", f"`python bench/fit.py{' --quick' if args.quick else ''}`"
+             f" on {record['machine']['cpu']} ({record['machine']['cores']} cores), "
+             f"{record['date']}; 4 chains × {draws} draws, {tune} tune; ALS-like study.", "",
+             "| sampler | animals | wall s (incl. compile) | min bulk ESS | ESS/s | divergences |",
+             "|---|---|---|---|---|---|"]
+    for r in rows + scaling[1:]:
+        if "error" in r:
+            lines.append(f"| {r['sampler']} | {r['animals']} | failed: {r['error']} | | | |")
+        else:
+            lines.append(f"| {r['sampler']} | {r['animals']} | {r['wall_s']:.1f} | "
+                         f"{r['ess_bulk_min']:.0f} | {r['ess_bulk_min_per_s']:.1f} | "
+                         f"{r['divergences']} |")
+    lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "
+              "(16 animals)."]
+    if ode_extrapolated:
+        lines.append(f"Extrapolated fit time with pm.ode (× the {numpyro['gradient_evaluations_sampling']}"
+                     f" gradient evaluations numpyro's sampling phase used, ×2 for tuning): "
+                     f"{ode_extrapolated / 3600:.1f} h — extrapolated, not run.")
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
+    (RESULTS / "fit.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
