@@ -20,22 +20,22 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
 
-import arviz as az  # noqa: E402
-import numpy as np  # noqa: E402
+import arviz as az
+import numpy as np
 
-from lanternpk.data.load import load_calibration, load_observations  # noqa: E402
-from lanternpk.data.simulate import Sacrifice, load_truth, simulate_study  # noqa: E402
-from lanternpk.fit import library_versions  # noqa: E402
-from lanternpk.inference import SamplerSettings, sample  # noqa: E402
-from lanternpk.model import build_model, prepare_data  # noqa: E402
-from lanternpk.spec import load_spec  # noqa: E402
+from lanternpk.data.load import load_calibration, load_observations
+from lanternpk.data.simulate import Sacrifice, load_truth, simulate_study
+from lanternpk.fit import library_versions
+from lanternpk.inference import SamplerSettings, sample
+from lanternpk.model import build_model, prepare_data
+from lanternpk.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -175,8 +175,9 @@ def main() -> None:
     lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "
               "(16 animals)."]
     if ode_extrapolated:
-        lines.append(f"Extrapolated fit time with pm.ode (× the {numpyro['gradient_evaluations_sampling']}"
-                     f" gradient evaluations numpyro's sampling phase used, ×2 for tuning): "
+        evals = numpyro["gradient_evaluations_sampling"]
+        lines.append(f"Extrapolated fit time with pm.ode (× the {evals} gradient evaluations"
+                     " numpyro's sampling phase used, ×2 for tuning): "
                      f"{ode_extrapolated / 3600:.1f} h — extrapolated, not run.")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
     (RESULTS / "fit.md").write_text("\n".join(lines) + "\n")

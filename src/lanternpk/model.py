@@ -230,7 +230,7 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
     coords = {"cell_type": list(spec.cell_types), "organ": list(organs),
               "animal": data.animals, "image": data.images,
               "obs": np.arange(data.log_flux.size)}
-    n_animals, n_organs = len(data.animals), len(organs)
+    n_organs = len(organs)
     with pm.Model(coords=coords) as model:
         # --- population kinetics (typical animal) -------------------------------------------
         fp_loc, fp_scale, fp_shared = _per_cell_type(spec, "first_pass", organs)
