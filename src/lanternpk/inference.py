@@ -7,6 +7,7 @@ chains; :func:`configure_jax_devices` sets that up and must run before JAX is im
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -68,6 +69,9 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     arviz.InferenceData
         ``posterior`` and ``sample_stats`` groups.
     """
+    if importlib.util.find_spec(settings.sampler) is None:
+        raise UsageError(f"sampler '{settings.sampler}' is not installed; "
+                         f"pip install 'lanternpk[samplers]' (or pip install {settings.sampler})")
     kwargs = {}
     if settings.sampler == "numpyro":
         kwargs["nuts_sampler_kwargs"] = {"chain_method": "parallel"}
