@@ -388,6 +388,7 @@ class Row:
     median_s: float = float("nan")
     p25_s: float = float("nan")
     p75_s: float = float("nan")
+    min_s: float = float("nan")
     reps: int = 0
     compile_s: float = float("nan")
     logp: float = float("nan")
@@ -458,6 +459,7 @@ def run(args) -> tuple[list[Row], dict]:
             continue
         row.median_s = float(np.median(times))
         row.p25_s, row.p75_s = (float(q) for q in np.percentile(times, [25, 75]))
+        row.min_s = float(times.min())
         row.reps = int(times.size)
         row.logp = value
         if name == "ours" and backend == "C":

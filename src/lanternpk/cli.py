@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports/demo"),
                    help="where to write the demo run and summary (default: reports/demo)")
     p.set_defaults(handler=_cmd_demo)
+
+    from lanternpk.ppc import add_ppc_parser
+    from lanternpk.report import add_report_parser
+
+    add_ppc_parser(commands)
+    add_report_parser(commands)
     return parser
 
 

@@ -140,7 +140,8 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     start = time.perf_counter()
     model = build_model(spec, data, calibration)
     idata = sample(model, settings, progressbar=progressbar)
-    prior = sample_prior(model, REPORTED_PARAMETERS, draws=PRIOR_DRAWS, seed=settings.seed + 1)
+    reported = REPORTED_PARAMETERS + (["blood_efflux"] if spec.explicit_blood else [])
+    prior = sample_prior(model, reported, draws=PRIOR_DRAWS, seed=settings.seed + 1)
     idata.extend(prior)
     wall_s = time.perf_counter() - start
 

@@ -1,0 +1,339 @@
+"""Posterior predictive simulation throughput: JAX vs pm.sample_posterior_predictive vs NumPy.
+
+What is measured
+----------------
+Simulated observations per second: one observation is one (posterior draw, data row) pair
+turned into a simulated log flux (log photons/s) and its below-LOD flag, copied to host memory
+as NumPy arrays. The problem is 4000 draws × 64 animals × 50 imaging times × 5 in vivo
+regions (lung, femur, damaged_organ, spinal_cord, whole_body) = 16,000 rows per draw,
+6.4 × 10⁷ observations, of spec ``models/muse_vs_msc.toml`` (fast blood), one image per
+animal and time (3,200 image gains), backgrounds from the data.
+
+Variants (same model, same parameter draws)
+-------------------------------------------
+JAX (ours)
+    :func:`lanternpk.predictive.iter_simulate` in ``same_animals`` mode: ``jax.jit`` +
+    ``jax.vmap`` over draws, float64, chunked over draws (padded chunks, one compilation);
+    each chunk's ``log_flux`` and ``below_lod`` are copied to host. Timed after one warm-up
+    chunk (compile time reported separately).
+pm.sample_posterior_predictive
+    What a PyMC user would run: the model of :func:`lanternpk.model.build_model` built with
+    every row detected (LOD set far below the flux, so ``log_flux`` is an observed RV for all
+    16,000 rows; a censored row has no observed RV to resample), ``var_names=["log_flux"]``,
+    on the first ``--pymc-draws`` draws only (it is a Python loop over draws, so its cost
+    is linear in draws); observations/s are extrapolated per observation, as stated in the
+    results. Timed on a second call (the first one compiles).
+NumPy loop
+    The same simulator written with NumPy (:func:`lanternpk.solver.closed_form.organ_cells`
+    with ``xp=numpy``), a Python loop over draws, each draw vectorised over the rows, noise
+    from ``numpy.random.Generator.standard_normal``; on the first ``--numpy-draws`` draws,
+    extrapolated per observation.
+
+Parameter draws: a *fake posterior* of 4000 draws from the priors
+(``pm.sample_prior_predictive`` on the model's free RVs); the cost of a draw does not depend
+on the values.
+
+Usage
+-----
+From the repository root, in the project's virtual environment::
+
+    python bench/ppc.py --out bench/results      # writes ppc.md and ppc.json
+    python bench/ppc.py --quick                  # smaller problem, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPEC = "models/muse_vs_msc.toml"
+REGIONS = ("lung", "femur", "damaged_organ", "spinal_cord", "whole_body")
+TARGET_RATIO = 100.0
+
+
+def make_design(n_animals: int, n_times: int) -> pd.DataFrame:
+    """Canonical observations: animals × times × in vivo regions, all detected."""
+    times = np.unique(np.round(np.geomspace(1.0, 1344.0, n_times), 3))
+    rows = []
+    for a in range(n_animals):
+        cell_type = "muse" if a % 2 == 0 else "msc"
+        animal = f"{cell_type}{a:03d}"
+        for t in times:
+            for region in REGIONS:
+                background = 1e5 if region == "whole_body" else 1e4
+                rows.append(("bench", animal, cell_type, 5e4, t, region, "in_vivo",
+                             f"{animal}_{t:g}h", 10 * background, background * 1e-3,
+                             background))
+    obs = pd.DataFrame(rows, columns=["study", "animal", "cell_type", "dose_cells", "time_h",
+                                      "region", "modality", "image", "flux", "lod",
+                                      "background"])
+    for column in ("study", "animal", "cell_type", "region", "modality", "image"):
+        obs[column] = obs[column].astype("string")
+    obs.index = pd.RangeIndex(2, len(obs) + 2, name="row")
+    return obs
+
+
+def fake_posterior(model, spec, data, draws: int, seed: int):
+    """Prior draws of every free RV and of the variables the simulator reads."""
+    import pymc as pm
+
+    from lanternpk.predictive import variable_names
+
+    names = sorted({rv.name for rv in model.free_RVs} | set(variable_names(spec, data)))
+    with model, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The effect of Potentials")
+        prior = pm.sample_prior_predictive(draws=draws, var_names=names, random_seed=seed)
+    return prior.prior
+
+
+def numpy_simulate(params: dict, spec, data, draws: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The simulator in NumPy, a loop over draws (the plain alternative)."""
+    from lanternpk.solver.closed_form import organ_cells
+
+    rng = np.random.default_rng(seed)
+    n = data.log_flux.size
+    log_flux = np.empty((draws, n))
+    below = np.empty((draws, n), dtype=bool)
+    ct, sa = data.cell_type_of_animal, data.session_animal
+    t = data.session_time_d[:, None]
+    dose = data.dose_cells[sa][:, None]
+    for s in range(draws):
+        expo = np.exp(params["eta"][s][ct] + params["sd_fp"][s] * params["z_fp"][s])
+        f_a = expo / (1.0 + expo.sum(-1, keepdims=True))
+        r_a = np.exp(params["log_release"][s][ct] + params["sd_rel"][s] * params["z_rel"][s])
+        k_a = np.exp(params["log_loss"][s][ct] + params["sd_loss"][s] * params["z_loss"][s])
+        cells = organ_cells(f_a[sa], r_a[sa], k_a[sa], t, filter_index=spec.filter_index,
+                            n_organs=len(spec.organs), xp=np)[:, 0, :] * dose
+        seen = (data.in_vivo_weights * np.exp(params["log_t_in"][s])
+                + data.ex_vivo_weights * np.exp(params["log_t_ex"][s]))
+        light = np.sum(seen * cells[data.row_session], axis=-1) * np.exp(
+            params["log_ppc"][s] + params["sd_gain"][s] * params["z_gain"][s][data.row_image])
+        mu = np.log(light + data.background)
+        log_flux[s] = mu + params["sigma"][s] * rng.standard_normal(n)
+        below[s] = log_flux[s] < data.log_lod
+    return log_flux, below
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import jax
+
+    versions = {"python": platform.python_version()}
+    for package in ("numpy", "scipy", "pymc", "pytensor", "jax", "jaxlib", "arviz"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        gpus = [str(d) for d in jax.devices("gpu")]
+    except RuntimeError:
+        gpus = []
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu, "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "platform": platform.platform(), "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()], "gpus": gpus, "versions": versions,
+    }
+
+
+def run(args) -> dict:
+    import arviz as az
+    import pymc as pm
+
+    from lanternpk.model import build_model, prepare_data
+    from lanternpk.predictive import chunk_size, iter_simulate, parameter_draws, resolve_device
+    from lanternpk.spec import load_spec
+
+    wall0 = time.perf_counter()
+    spec = load_spec(SPEC)
+    obs = make_design(args.animals, args.times)
+    data = prepare_data(spec, obs, source="bench design")
+    n_rows = data.log_flux.size
+    model = build_model(spec, data)
+    t0 = time.perf_counter()
+    posterior = fake_posterior(model, spec, data, args.draws, args.seed)
+    prior_s = time.perf_counter() - t0
+    params = parameter_draws(posterior, spec, data, mode="same_animals")
+    results: dict = {"problem": {"draws": args.draws, "animals": args.animals,
+                                 "times": len(np.unique(obs["time_h"])),
+                                 "regions": list(REGIONS), "rows": n_rows,
+                                 "observations": args.draws * n_rows},
+                     "fake_posterior_s": round(prior_s, 2)}
+
+    # --- JAX ------------------------------------------------------------------------------
+    device = resolve_device(args.device)
+    chunk = args.chunk or chunk_size(data, spec)
+    warm = {k: v[:chunk] for k, v in params.items()}
+    t0 = time.perf_counter()
+    for _, out in iter_simulate(warm, spec, data, mode="same_animals", seed=args.seed,
+                                device=device, chunk_draws=chunk):
+        np.asarray(out["log_flux"])
+    compile_s = time.perf_counter() - t0
+    sums = np.zeros(n_rows)
+    t0 = time.perf_counter()
+    for _, out in iter_simulate(params, spec, data, mode="same_animals", seed=args.seed,
+                                device=device, chunk_draws=chunk):
+        log_flux = np.asarray(out["log_flux"])
+        np.asarray(out["below_lod"])
+        sums += log_flux.sum(axis=0)
+    jax_s = time.perf_counter() - t0
+    jax_mean = sums / args.draws
+    results["jax"] = {"device": str(device), "chunk_draws": chunk, "seconds": jax_s,
+                      "compile_and_first_chunk_s": compile_s,
+                      "obs_per_s": args.draws * n_rows / jax_s}
+    print(f"JAX: {args.draws * n_rows:.3g} obs in {jax_s:.2f} s on {device} "
+          f"({results['jax']['obs_per_s']:.3g} obs/s; chunk {chunk} draws)", flush=True)
+
+    # --- pm.sample_posterior_predictive -----------------------------------------------------
+    n_pm = min(args.pymc_draws, args.draws)
+    fake = az.InferenceData(posterior=posterior.isel(draw=slice(0, n_pm)))
+    timings = []
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        with model:
+            pp = pm.sample_posterior_predictive(fake, var_names=["log_flux"],
+                                                random_seed=args.seed + attempt,
+                                                progressbar=False)
+        timings.append(time.perf_counter() - t0)
+    pm_values = pp.posterior_predictive["log_flux"].values.reshape(n_pm, -1)
+    results["pymc"] = {"draws": n_pm, "seconds_first_call": timings[0],
+                       "seconds": timings[1], "obs_per_s": n_pm * n_rows / timings[1]}
+    print(f"pm.sample_posterior_predictive: {n_pm} draws in {timings[1]:.2f} s "
+          f"({results['pymc']['obs_per_s']:.3g} obs/s)", flush=True)
+
+    # --- NumPy loop ---------------------------------------------------------------------------
+    n_np = min(args.numpy_draws, args.draws)
+    t0 = time.perf_counter()
+    np_flux, _ = numpy_simulate(params, spec, data, n_np, args.seed)
+    np_s = time.perf_counter() - t0
+    results["numpy"] = {"draws": n_np, "seconds": np_s, "obs_per_s": n_np * n_rows / np_s}
+    print(f"NumPy loop: {n_np} draws in {np_s:.2f} s ({results['numpy']['obs_per_s']:.3g} "
+          "obs/s)", flush=True)
+
+    # --- agreement (a sanity check, not a test): per-row means of the first draws ------------
+    jax_first = np.asarray(next(iter_simulate(
+        {k: v[:n_pm] for k, v in params.items()}, spec, data, mode="same_animals",
+        seed=args.seed, device=device, chunk_draws=n_pm))[1]["log_flux"])
+    diff = np.abs(jax_first.mean(0) - pm_values.mean(0))
+    se = np.sqrt((jax_first.var(0) + pm_values.var(0)) / n_pm)
+    results["agreement"] = {
+        "rows_mean_log_flux_within_4se_jax_vs_pymc": float(np.mean(diff < 4 * se)),
+        "rows_mean_log_flux_within_4se_jax_vs_numpy": float(np.mean(
+            np.abs(jax_first[:n_np].mean(0) - np_flux.mean(0))
+            < 4 * np.sqrt((jax_first[:n_np].var(0) + np_flux.var(0)) / n_np))),
+        "note": "fraction of rows whose mean simulated log flux over the same first draws "
+                "agrees within 4 standard errors (same parameters, independent noise)",
+    }
+    del jax_mean
+    results["ratios"] = {
+        "jax_vs_pymc": results["jax"]["obs_per_s"] / results["pymc"]["obs_per_s"],
+        "jax_vs_numpy": results["jax"]["obs_per_s"] / results["numpy"]["obs_per_s"],
+        "numpy_vs_pymc": results["numpy"]["obs_per_s"] / results["pymc"]["obs_per_s"],
+    }
+    results["target"] = {"jax_vs_pymc_at_least": TARGET_RATIO,
+                         "met": results["ratios"]["jax_vs_pymc"] >= TARGET_RATIO}
+    results["machine"] = machine()
+    results["wall_s"] = time.perf_counter() - wall0
+    return results
+
+
+def markdown(r: dict) -> str:
+    m, p = r["machine"], r["problem"]
+    v = m["versions"]
+    gpu_line = ("**GPU**: none available in this session (JAX backend "
+                f"`{m['jax_backend']}`); the GPU path (`--device gpu`/`auto`) is the same code "
+                "and was not measured." if not m["gpus"] else f"**GPU**: {', '.join(m['gpus'])}")
+    rows = [
+        ("JAX (ours), jit + vmap, chunked, float64", r["jax"]["device"],
+         f"{p['draws']} (all)", r["jax"]["seconds"], r["jax"]["obs_per_s"], "measured"),
+        ("pm.sample_posterior_predictive", "CPU (PyTensor C)", f"{r['pymc']['draws']}",
+         r["pymc"]["seconds"], r["pymc"]["obs_per_s"],
+         f"extrapolated per observation from {r['pymc']['draws']} draws"),
+        ("NumPy loop over draws (closed form, xp=np)", "CPU", f"{r['numpy']['draws']}",
+         r["numpy"]["seconds"], r["numpy"]["obs_per_s"],
+         f"extrapolated per observation from {r['numpy']['draws']} draws"),
+    ]
+    table = ["| variant | device | draws timed | seconds | observations/s | × pm.sample_"
+             "posterior_predictive | note |", "|---|---|---|---|---|---|---|"]
+    for name, dev, draws, sec, ops, note in rows:
+        table.append(f"| {name} | {dev} | {draws} | {sec:.2f} | {ops:.3g} | "
+                     f"{ops / r['pymc']['obs_per_s']:.1f}× | {note} |")
+    ratio = r["ratios"]["jax_vs_pymc"]
+    met = "**met**" if r["target"]["met"] else "**NOT met**"
+    return "\n".join([
+        "# Posterior predictive benchmark: simulated observations per second", "",
+        f"Generated by `bench/ppc.py` on {m['date']}. Reproduce from the repository root:", "",
+        "```", "python bench/ppc.py --out bench/results", "```", "",
+        f"**Problem**: {p['draws']} posterior draws × {p['animals']} animals × {p['times']} "
+        f"times × {len(p['regions'])} in vivo regions = {p['rows']:,} rows per draw, "
+        f"{p['observations']:.3g} simulated observations (log flux + below-LOD flag, copied "
+        f"to host), spec `{SPEC}`. Parameter draws: a fake posterior of prior draws "
+        f"(`pm.sample_prior_predictive`, {r['fake_posterior_s']:.1f} s).", "",
+        f"**Machine**: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+        f"{m['platform']}.", "",
+        gpu_line, "",
+        f"**Versions**: Python {v['python']}, numpy {v['numpy']}, scipy {v['scipy']}, "
+        f"pymc {v['pymc']}, pytensor {v['pytensor']}, jax {v['jax']} (jaxlib {v['jaxlib']}), "
+        f"arviz {v['arviz']}.", "",
+        "## Results (one run)", "",
+        *table, "",
+        f"JAX compile + first chunk: {r['jax']['compile_and_first_chunk_s']:.2f} s "
+        f"(chunk = {r['jax']['chunk_draws']} draws); pm.sample_posterior_predictive's first "
+        f"call (compiles) took {r['pymc']['seconds_first_call']:.2f} s for "
+        f"{r['pymc']['draws']} draws. Whole script: {r['wall_s']:.0f} s.", "",
+        f"Target of the issue: JAX on CPU ≥ {TARGET_RATIO:.0f}× pm.sample_posterior_predictive "
+        f"in observations/s: {ratio:.1f}× — {met}.", "",
+        "Agreement (sanity check, not a test; the KS tests are in "
+        "`tests/unit/test_predictive.py`): fraction of rows whose mean simulated log flux over "
+        "the same first draws agrees within 4 standard errors: JAX vs PyMC "
+        f"{r['agreement']['rows_mean_log_flux_within_4se_jax_vs_pymc']:.4f}, JAX vs NumPy "
+        f"{r['agreement']['rows_mean_log_flux_within_4se_jax_vs_numpy']:.4f}.", "",
+        "## What is measured", "", "From the docstring of `bench/ppc.py`:", "",
+        "```text", (__doc__ or "").strip(), "```", ""])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=4000)
+    parser.add_argument("--animals", type=int, default=64)
+    parser.add_argument("--times", type=int, default=50)
+    parser.add_argument("--pymc-draws", type=int, default=100)
+    parser.add_argument("--numpy-draws", type=int, default=200)
+    parser.add_argument("--chunk", type=int, default=None, help="draws per JAX chunk")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--quick", action="store_true", help="400 draws, 16 animals")
+    parser.add_argument("--out", type=Path, default=None, help="write ppc.md and ppc.json here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.draws, args.animals, args.pymc_draws, args.numpy_draws = 400, 16, 50, 50
+    results = run(args)
+    print(json.dumps(results["ratios"], indent=1))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ppc.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "ppc.md").write_text(markdown(results))
+        print(f"wrote {args.out / 'ppc.md'} and {args.out / 'ppc.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""`lanternpk report`: a self-contained HTML report, a Markdown summary and the summary JSON.
+
+Rendered from run directories alone (DESIGN.md style item 10). The command-line hooks live
+here and import the rendering machinery (matplotlib, jinja2, the fit stack) only when run, so
+that building the argument parser stays fast.
+
+Public API
+----------
+add_report_parser, run_report_command
+    The ``report`` sub-command.
+render_report, load_run_report, RunReport, FigureError
+    Rendering (from :mod:`lanternpk.report.render`, imported on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+__all__ = ["FigureError", "RunReport", "add_report_parser", "load_run_report", "render_report",
+           "run_report_command"]
+_RENDER_NAMES = {"FigureError", "RunReport", "load_run_report", "render_report"}
+
+
+def __getattr__(name: str):
+    if name in _RENDER_NAMES:
+        return getattr(importlib.import_module("lanternpk.report.render"), name)
+    raise AttributeError(f"module 'lanternpk.report' has no attribute {name!r}")
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``report`` command to the ``lanternpk`` sub-command parsers.
+
+    The parser's ``handler`` default takes the parsed namespace and returns the exit status.
+    """
+    p = subparsers.add_parser(
+        "report", help="write an HTML report, a Markdown summary and the summary JSON of runs",
+        description="Writes OUT/index.html (self-contained), OUT/summary.md and "
+        "OUT/summary.json from the run directories alone; the first run is reported on, the "
+        "others join the model comparison. Exit status: 0 written; 1 or 2 invalid input; 3 "
+        "written, but a run's convergence checks failed.",
+    )
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run directories written by `lanternpk fit`")
+    p.add_argument("--out", required=True, type=Path, help="report directory, e.g. reports/NAME")
+    p.set_defaults(handler=lambda args: run_report_command(args.run_dirs, out=args.out))
+    return p
+
+
+def run_report_command(run_dirs: list[Path], *, out: Path) -> int:
+    """Render the report of ``run_dirs`` into ``out``; return the exit status.
+
+    Returns
+    -------
+    int
+        0 when written and every run passed its convergence checks; 3 (``EXIT_DIAGNOSTICS``)
+        when written but a run's checks failed.
+    """
+    from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
+    from lanternpk.report.render import REPORT_FILES, load_run_report, render_report
+
+    runs = [load_run_report(run_dir) for run_dir in run_dirs]
+    render_report(runs, out=out)
+    print(f"wrote {', '.join(str(Path(out) / name) for name in REPORT_FILES)}")
+    failed = [str(run.run_dir) for run in runs if not run.diagnostics["passed"]]
+    if failed:
+        print(f"lanternpk report: convergence checks FAILED for {', '.join(failed)}",
+              file=sys.stderr)
+        return EXIT_DIAGNOSTICS
+    return EXIT_OK

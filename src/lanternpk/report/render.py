@@ -1,0 +1,511 @@
+"""Render a report from run directories alone: ``index.html``, ``summary.md``, ``summary.json``.
+
+:func:`load_run_report` gathers everything a report shows from one run directory (the saved
+posterior and its attributes, the run's ``ppc/`` and ``compare.json`` when present, and the
+data file named in the provenance when it is still readable and unchanged).
+:func:`render_report` draws the figures, fills the jinja2 templates (autoescape on) and writes
+the three files to a temporary directory that is renamed into place only when complete.
+A figure that fails to render fails the report with a :class:`FigureError` naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from lanternpk.data.load import load_observations
+from lanternpk.errors import DataError, UsageError
+from lanternpk.fit import file_sha256, load_run, summary_from_run
+from lanternpk.report import figures
+from lanternpk.solver.closed_form import organ_cells
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: Draws per chain below which the report warns that the sampler settings were reduced.
+FULL_DRAWS = 1000
+#: Time grid of the engraftment curves, days (1 hour to 8 weeks).
+ENGRAFTMENT_GRID_D = np.geomspace(1.0 / 24.0, 56.0, 120)
+#: Columns of ``ppc/coverage.json`` records, in display order.
+PPC_COLUMNS = ("region", "modality", "time_h", "n", "n_censored", "coverage_50", "coverage_90",
+               "below_lod_observed", "below_lod_predicted", "flagged")
+REPORT_FILES = ("index.html", "summary.md", "summary.json")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHECK_LABELS = {"rhat": "R-hat max", "ess_bulk": "bulk ESS min", "ess_tail": "tail ESS min",
+                 "divergences": "divergences", "ebfmi": "E-BFMI min"}
+
+
+class FigureError(RuntimeError):
+    """A report figure failed to render; the report is not written."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What the report shows of one run directory.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run directory.
+    summary : dict
+        The summary contract, recomputed from the saved posterior (:func:`summary_from_run`).
+    design, provenance, diagnostics : dict
+        The posterior's ``lanternpk_design``, ``lanternpk_provenance`` and
+        ``lanternpk_diagnostics`` attributes (diagnostics with per-check detail).
+    engraftment : ndarray, shape (3, n_cell_types, n_times, n_organs)
+        5/50/95% posterior quantiles of live cells / dose on :data:`ENGRAFTMENT_GRID_D`.
+    observations : pandas.DataFrame or None
+        The canonical observations, or ``None`` when the data file is unavailable.
+    data_note : str or None
+        Why the observations are unavailable.
+    ppc_coverage : list of dict or None
+        Records of ``ppc/coverage.json``; ``None`` when absent.
+    ppc_figures : list of (str, bytes)
+        Name and PNG bytes of every ``ppc/*.png``.
+    compare : object or None
+        Contents of ``compare.json``; ``None`` when absent.
+    """
+
+    run_dir: Path
+    summary: dict
+    design: dict
+    provenance: dict
+    diagnostics: dict
+    engraftment: np.ndarray
+    observations: pd.DataFrame | None = None
+    data_note: str | None = None
+    ppc_coverage: list[dict] | None = None
+    ppc_figures: list[tuple[str, bytes]] = field(default_factory=list)
+    compare: object | None = None
+
+
+def load_run_report(run_dir: str | os.PathLike) -> RunReport:
+    """Gather what the report shows of one run directory.
+
+    Raises
+    ------
+    lanternpk.errors.UsageError
+        If ``run_dir`` is not a run, or its ``ppc/`` or ``compare.json`` files are malformed.
+    """
+    run_dir = Path(run_dir)
+    summary = summary_from_run(run_dir)
+    idata, design, provenance = load_run(run_dir)
+    diagnostics = json.loads(idata.attrs["lanternpk_diagnostics"])
+    observations, note = _observations(provenance)
+    ppc_dir = run_dir / "ppc"
+    coverage = _read_json(ppc_dir / "coverage.json")
+    pngs = []
+    for path in sorted(ppc_dir.glob("*.png")):
+        data = path.read_bytes()
+        if not data.startswith(_PNG_SIGNATURE):
+            raise UsageError(f"{path}: not a PNG file")
+        pngs.append((path.stem, data))
+    return RunReport(run_dir=run_dir, summary=summary, design=design, provenance=provenance,
+                     diagnostics=diagnostics,
+                     engraftment=engraftment_quantiles(idata.posterior, design),
+                     observations=observations, data_note=note, ppc_coverage=coverage,
+                     ppc_figures=pngs, compare=_read_json(run_dir / "compare.json"))
+
+
+def engraftment_quantiles(posterior, design: dict,
+                          days: np.ndarray = ENGRAFTMENT_GRID_D) -> np.ndarray:
+    """5/50/95% quantiles of live cells / dose per cell type, time and organ.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Posterior with ``first_pass`` (fraction), ``release`` and ``loss`` (1/day), and
+        ``blood_efflux`` (1/day) for the explicit-blood model.
+    design : dict
+        The run's design record.
+    days : ndarray
+        Time grid, days.
+
+    Returns
+    -------
+    ndarray, shape (3, n_cell_types, n_times, n_organs)
+    """
+    def draws(name: str) -> np.ndarray:
+        values = posterior[name].values
+        return values.reshape(-1, *values.shape[2:])
+
+    release = draws("release")
+    efflux = None
+    if design["explicit_blood"]:
+        efflux = np.broadcast_to(draws("blood_efflux")[:, None], release.shape)
+    cells = organ_cells(draws("first_pass"), release, draws("loss"),
+                        np.broadcast_to(days, (*release.shape, days.size)),
+                        filter_index=design["filter_index"], n_organs=len(design["organs"]),
+                        blood_efflux=efflux)
+    return np.quantile(cells, [0.05, 0.5, 0.95], axis=0)
+
+
+def _observations(provenance: dict) -> tuple[pd.DataFrame | None, str | None]:
+    """The run's data, if its file is readable here and unchanged since the fit."""
+    path = Path(provenance["data_file"])
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    try:
+        if not path.is_file():
+            return None, f"The data file {path}{where} named in the provenance is not readable."
+        if file_sha256(path) != provenance["data_sha256"]:
+            return None, (f"The data file {path}{where} has changed since the fit (its sha256 "
+                          "differs from the provenance); its data are not shown.")
+        return load_observations(path), None
+    except (OSError, DataError) as err:
+        return None, f"The data file {path}{where} could not be read: {err}"
+
+
+def _read_json(path: Path) -> object | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from err
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+def fmt(value: float | None) -> str:
+    """A number to about three significant figures, without exponents for 0.001–99999."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool | str):
+        return str(value)
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    magnitude = int(np.floor(np.log10(abs(value))))
+    if -3 <= magnitude < 5:
+        return f"{value:.{max(0, 2 - magnitude)}f}"
+    return f"{value:.2e}"
+
+
+def _cell(record: dict | None) -> dict:
+    """Median and 90% interval of an estimand or contrast record, formatted."""
+    if record is None:
+        return {"median": "—", "interval": "", "barely": False}
+    return {"median": fmt(record["median"]),
+            "interval": f"[{fmt(record['q05'])}, {fmt(record['q95'])}]",
+            "barely": bool(record.get("barely_informed", False))}
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def render_figure(name: str, function: Callable, *args, **kwargs) -> dict:
+    """Call a figure function and encode its figure as a PNG data URI.
+
+    Raises
+    ------
+    FigureError
+        If the function or the PNG encoding fails; the message names the figure.
+    """
+    try:
+        with matplotlib.rc_context({"font.size": 10}):
+            fig, _ = function(*args, **kwargs)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=2 * figures.CSS_DPI)
+    except Exception as err:
+        raise FigureError(f"figure '{name}' failed to render: {type(err).__name__}: {err}"
+                          ) from err
+    return {"name": name, "width": round(fig.get_figwidth() * figures.CSS_DPI),
+            "src": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+
+
+def _png(name: str, data: bytes) -> dict:
+    return {"name": name, "width": None,
+            "src": "data:image/png;base64," + base64.b64encode(data).decode()}
+
+
+# --- context ---------------------------------------------------------------------------------
+
+def _label(run: RunReport) -> str:
+    return run.run_dir.resolve().name
+
+
+def _study(run: RunReport) -> str:
+    if run.observations is None:
+        return Path(run.provenance["data_file"]).name
+    return ", ".join(dict.fromkeys(run.observations["study"]))
+
+
+def _warnings(runs: Sequence[RunReport]) -> list[dict]:
+    """At most two one-line banners: reduced sampler settings, failed convergence checks."""
+    reduced, failed = [], []
+    for run in runs:
+        sampler = run.provenance["sampler"]
+        if sampler["draws"] < FULL_DRAWS:
+            reduced.append(f"{_label(run)} {sampler['chains']} chains × {sampler['draws']} draws")
+        if not run.diagnostics["passed"]:
+            checks = [f"{_CHECK_LABELS.get(k, k)} {fmt(c['value'])}, needs "
+                      f"{_threshold(c['threshold'])}"
+                      for k, c in run.diagnostics["checks"].items() if not c["passed"]]
+            failed.append(f"{_label(run)}: {', '.join(checks)}")
+    out = []
+    if reduced:
+        out.append({"level": "warn", "head": "Reduced sampler settings", "text": (
+            f"{'; '.join(reduced)} (full runs: ≥ {FULL_DRAWS} draws per chain). Extra Monte "
+            "Carlo error: not for conclusions.")})
+    if failed:
+        out.append({"level": "fail", "head": "Convergence checks FAILED", "text": (
+            f"{'; '.join(failed)}. Posterior summaries are not trustworthy.")})
+    return out
+
+
+def _answer(run: RunReport) -> dict | None:
+    """Rows of the answer table: homing fraction and half-life per organ, ratio, P(> 1)."""
+    cell_types = run.design["cell_types"]
+    if len(cell_types) < 2 or not run.summary["contrasts"]:
+        return None
+    num, den = cell_types[:2]
+    estimands = {(e["name"], e["cell_type"], e["region"]): e for e in run.summary["estimands"]
+                 if e["time_d"] is None and e["modality"] is None}
+    contrasts = {(c["name"], c["region"]): c for c in run.summary["contrasts"]}
+    rows = []
+    for organ in run.design["organs"]:
+        row = {"region": organ, "groups": []}
+        for name, contrast in (("homing_fraction", "homing_fraction_ratio"),
+                               ("half_life_d", "half_life_ratio")):
+            ratio = contrasts.get((contrast, organ))
+            row["groups"].append({
+                "cells": [_cell(estimands.get((name, num, organ))),
+                          _cell(estimands.get((name, den, organ))), _cell(ratio)],
+                "p": "—" if ratio is None else figures.ratio_probability(ratio)})
+        rows.append(row)
+    return {"numerator": figures.cell_label(num), "denominator": figures.cell_label(den),
+            "rows": rows, "any_barely": any(c["barely"] for r in rows for g in r["groups"]
+                                            for c in g["cells"])}
+
+
+def _threshold(text: str) -> str:
+    return text.replace("<=", "≤").replace(">=", "≥").replace("==", "=")
+
+
+def _diagnostic_rows(diagnostics: dict) -> list[dict]:
+    return [{"check": _CHECK_LABELS.get(name, name), "value": fmt(check["value"]),
+             "threshold": _threshold(check["threshold"]), "passed": check["passed"]}
+            for name, check in diagnostics["checks"].items()]
+
+
+def _data_counts(obs: pd.DataFrame, cell_types: Sequence[str]) -> list[dict]:
+    rows = []
+    for (region, modality), group in obs.groupby(["region", "modality"], sort=False):
+        counts = []
+        for ct in cell_types:
+            sel = group[group["cell_type"] == ct]
+            counts.append(f"{len(sel)} ({int((sel['flux'] < sel['lod']).sum())})")
+        rows.append({"region": region, "modality": modality, "counts": counts,
+                     "lod": fmt(group["lod"].median()),
+                     "times": ", ".join(f"{t:g}" for t in sorted(group["time_h"].unique()))})
+    return rows
+
+
+def _ppc(run: RunReport) -> dict | None:
+    if run.ppc_coverage is None and not run.ppc_figures:
+        return None
+    rows = []
+    for record in run.ppc_coverage or []:
+        rows.append({"cells": [fmt(record.get(c)) if not isinstance(record.get(c), str)
+                               else record[c] for c in PPC_COLUMNS],
+                     "flagged": bool(record.get("flagged"))})
+    return {"columns": PPC_COLUMNS, "rows": rows, "have_coverage": run.ppc_coverage is not None,
+            "figures": [_png(name, data) for name, data in run.ppc_figures]}
+
+
+def _run_row(run: RunReport) -> dict:
+    p, d, s = run.provenance, run.diagnostics, run.provenance["sampler"]
+    return {"label": _label(run), "spec": run.design["spec"], "spec_sha": p["spec_sha256"][:12],
+            "data_file": p["data_file"], "data_sha": p["data_sha256"][:12],
+            "sampler": f"{s['sampler']} {s['chains']}×{s['draws']} (tune {s['tune']})",
+            "passed": d["passed"], "rhat": fmt(d["rhat_max"]), "ess": fmt(d["ess_bulk_min"]),
+            "divergences": d["divergences"]}
+
+
+def _compare(run: RunReport) -> dict | None:
+    """``compare.json`` verbatim: a table when it is a list of flat records, else JSON text."""
+    data = run.compare
+    if data is None:
+        return None
+    if (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)
+            and all(not isinstance(v, dict | list) for r in data for v in r.values())):
+        columns = list(dict.fromkeys(k for r in data for k in r))
+        rows = [[r[c] if isinstance(r.get(c), str) else json.dumps(r.get(c)) for c in columns]
+                for r in data]
+        return {"label": _label(run), "columns": columns, "rows": rows, "text": None}
+    return {"label": _label(run), "columns": None, "rows": None,
+            "text": json.dumps(data, indent=1)}
+
+
+def _barely(run: RunReport) -> list[dict]:
+    rows = []
+    for e in run.summary["estimands"]:
+        if not e.get("barely_informed"):
+            continue
+        day = "" if e["time_d"] is None else f"{e['time_d']:g}"
+        rows.append({"name": e["name"], "cell_type": figures.cell_label(e["cell_type"]),
+                     "region": e["region"], "time_d": day, "modality": e["modality"] or "",
+                     **_cell(e),
+                     "ratio": fmt(e["posterior_prior_width_ratio"])})
+    return rows
+
+
+def _provenance(run: RunReport) -> dict:
+    p = run.provenance
+    s = p["sampler"]
+    items = [
+        ("run directory", str(run.run_dir)),
+        ("model spec", f"{run.design['spec']} — {p['spec_file']} (sha256 {p['spec_sha256']})"),
+        ("data", f"{p['data_file']} (sha256 {p['data_sha256']})"),
+        ("standard curve", "none" if p.get("calibration_file") is None
+         else f"{p['calibration_file']} (sha256 {p['calibration_sha256']})"),
+        ("absolute scale set by", p.get("scale_set_by", "—")),
+        ("sampler", ", ".join(f"{k} {v}" for k, v in s.items())),
+        ("seed", str(p["seed"])),
+        ("command line", shlex.join(p.get("command", []))),
+        ("created", p.get("created", "—")),
+        ("wall time", f"{p['wall_time_s']} s" if "wall_time_s" in p else "—"),
+        ("machine", ", ".join(f"{k} {v}" for k, v in p.get("machine", {}).items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items())),
+    ]
+    return {"label": _label(run), "fields": items}
+
+
+def build_context(runs: Sequence[RunReport]) -> dict:
+    """Everything the templates show, figures included (as PNG data URIs).
+
+    The first run is the one whose answer, data, diagnostics and checks are shown; all runs
+    appear in the comparison and provenance sections.
+
+    Raises
+    ------
+    FigureError
+        If a figure fails to render.
+    """
+    if not runs:
+        raise UsageError("a report needs at least one run directory")
+    run = runs[0]
+    design = run.design
+    answer = _answer(run)
+    if answer is not None:
+        answer["figure"] = render_figure("answer ratios", figures.ratio_forest,
+                                         run.summary["contrasts"])
+    floor = 0.5 / max(design["dose_cells"].values())
+    engraftment = render_figure("engrafted fraction over time", figures.engraftment_bands,
+                                ENGRAFTMENT_GRID_D, run.engraftment,
+                                cell_types=design["cell_types"], organs=design["organs"],
+                                floor=floor)
+    data = {"note": run.data_note, "figure": None, "counts": []}
+    if run.observations is not None:
+        data["figure"] = render_figure("data overview", figures.data_overview,
+                                       run.observations, cell_types=design["cell_types"])
+        data["counts"] = _data_counts(run.observations, design["cell_types"])
+    data_hashes = {r.provenance["data_sha256"] for r in runs}
+    return {
+        "title": f"{_study(run)} — {design['spec']}",
+        "study": _study(run), "run": _run_row(run), "warnings": _warnings(runs),
+        "scale_set_by": run.provenance.get("scale_set_by"),
+        "cell_types": [figures.cell_label(ct) for ct in design["cell_types"]],
+        "answer": answer, "engraftment": engraftment, "floor": fmt(floor), "data": data,
+        "diagnostics": {"passed": run.diagnostics["passed"],
+                        "rows": _diagnostic_rows(run.diagnostics)},
+        "ppc": _ppc(run),
+        "runs": [_run_row(r) for r in runs] if len(runs) > 1 else [],
+        "same_data": len(data_hashes) == 1,
+        "compare": [c for c in (_compare(r) for r in runs) if c is not None],
+        "barely": _barely(run), "barely_ratio": 0.7,
+        "provenance": [_provenance(r) for r in runs],
+    }
+
+
+# --- output ----------------------------------------------------------------------------------
+
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html.j2", "md.j2"), default=True,
+                                     default_for_string=True),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _md_cell(value: object) -> str:
+    """Escape a table cell for Markdown (the pipe; HTML characters are autoescaped)."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike) -> Path:
+    """Write ``index.html``, ``summary.md`` and ``summary.json`` of ``runs`` into ``out``.
+
+    Parameters
+    ----------
+    runs : sequence of RunReport
+        The first is the run reported on; the others join the comparison.
+    out : path-like
+        Report directory; created, or replaced if it holds an earlier report.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    FigureError
+        If a figure fails to render (nothing is written).
+    lanternpk.errors.UsageError
+        If ``out`` exists and is not a report directory.
+    """
+    context = build_context(runs)
+    env = _environment()
+    env.filters["md"] = _md_cell
+    files = {
+        "index.html": env.get_template("report.html.j2").render(context),
+        "summary.md": env.get_template("summary.md.j2").render(context),
+        "summary.json": json.dumps(runs[0].summary, indent=1) + "\n",
+    }
+    return write_report(out, files)
+
+
+def write_report(out: str | os.PathLike, files: dict[str, str]) -> Path:
+    """Write ``files`` (name → UTF-8 text) as the directory ``out``, atomically.
+
+    The files are written to a temporary directory beside ``out`` that then replaces it, so a
+    reader sees either the old report or the complete new one.
+    """
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
+                                               or (out / "index.html").is_file())):
+        raise UsageError(f"refusing to write a report into {out}: it exists and does not "
+                         "hold a lanternpk report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    trash = staging.with_name(staging.name + ".old")
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        staging.chmod(0o755)
+        if out.exists():
+            os.replace(out, trash)
+        os.replace(staging, out)
+    except BaseException:
+        if trash.exists() and not out.exists():  # put the earlier report back
+            os.replace(trash, out)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
+    return out

@@ -1,0 +1,287 @@
+"""`lanternpk report`: three files, self-contained HTML, escaping, failing figures, sections.
+
+One tiny fit (2 chains × 60 draws) serves every test. Its study is named like a script tag,
+so every test also checks that data labels reach the HTML escaped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from lanternpk.cli import main
+from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
+from lanternpk.fit import summary_from_run
+from lanternpk.report import add_report_parser, run_report_command
+from lanternpk.report import figures as report_figures
+from lanternpk.report.render import (
+    REPORT_FILES,
+    FigureError,
+    _environment,
+    _observations,
+    fmt,
+    load_run_report,
+    render_report,
+)
+
+EVIL = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+TINY = ["--chains", "2", "--draws", "60", "--tune", "60", "--quiet"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(root, tmp_path_factory) -> Path:
+    """A tiny fit of the bundled ALS-like study, renamed to a script tag."""
+    base = tmp_path_factory.mktemp("report_run")
+    data = base / "observations.csv"
+    text = (root / "data/als_mouse/observations.csv").read_text(encoding="utf-8")
+    data.write_text(text.replace("als_mouse_synthetic", EVIL), encoding="utf-8")
+    out = base / "run"
+    rc = main(["fit", str(data), "--model", str(root / "models/muse_vs_msc.toml"),
+               "--calibration", str(root / "data/als_mouse/calibration.csv"),
+               "--out", str(out), *TINY])
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return load_run_report(run_dir)
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "tiny"
+    rc = run_report_command([run_dir], out=out)
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    return out
+
+
+class _Resources(HTMLParser):
+    """Every tag with its attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict]]:
+    parser = _Resources()
+    parser.feed(html)
+    return parser.tags
+
+
+def _pngs(html: str) -> list[bytes]:
+    prefix = "data:image/png;base64,"
+    srcs = [attrs["src"] for tag, attrs in _tags(html) if tag == "img"]
+    assert all(s.startswith(prefix) for s in srcs), [s[:40] for s in srcs]
+    return [base64.b64decode(s[len(prefix):], validate=True) for s in srcs]
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# --- files and self-containment ------------------------------------------------------------
+
+def test_report_writes_the_three_files_atomically(report, run_dir):
+    assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
+    assert json.loads((report / "summary.json").read_text()) == summary_from_run(run_dir)
+    leftovers = [p.name for p in report.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_html_is_self_contained_and_every_image_is_a_png(report):
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert "http://" not in html and "https://" not in html
+    for tag, attrs in _tags(html):
+        assert tag not in ("script", "iframe", "object", "embed"), tag
+        for name in ("src", "href"):
+            value = attrs.get(name)
+            if value is not None:
+                assert value.startswith(("data:", "#")), (tag, name, value[:60])
+    assert "@import" not in html and "url(" not in html
+    images = _pngs(html)
+    assert len(images) >= 3  # answer, engraftment, data overview
+    for data in images:
+        assert data.startswith(PNG)
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width > 0 and height > 0
+
+
+def test_sections_in_order_with_the_answer_first(report):
+    html = (report / "index.html").read_text(encoding="utf-8")
+    ids = ["answer", "engraftment", "data", "diagnostics", "ppc", "comparison", "barely",
+           "provenance"]
+    positions = [html.index(f'<section id="{i}">') for i in ids]
+    assert positions == sorted(positions)
+    answer = html[positions[0]:positions[1]]
+    assert 'id="answer-table"' in answer and "P(ratio&nbsp;&gt;&nbsp;1)" in answer
+    for region in ("lung", "femur", "damaged_organ", "spinal_cord"):
+        assert f"<th>{region}</th>" in answer
+    # reduced settings (60 draws) are announced before the answer
+    assert html.index("Reduced sampler settings") < positions[0]
+    assert "not run for this run" in html[positions[4]:positions[5]]
+    assert "One run given" in html[positions[5]:positions[6]]
+    assert "half_life_d" in html[positions[6]:positions[7]]  # damaged organ: prior-driven
+    assert "20261125" in html[positions[7]:]
+
+
+def test_markdown_summary_has_answer_and_diagnostics(report, run):
+    md = (report / "summary.md").read_text(encoding="utf-8")
+    assert "| region | homing Muse | homing MSC | homing ratio | P(>1) |" in md
+    assert md.count("\n| lung |") == 1 and "\n| spinal_cord |" in md
+    assert "## Diagnostics: " + ("passed" if run.diagnostics["passed"] else "FAILED") in md
+    assert "| R-hat max |" in md and "Reduced sampler settings" in md
+
+
+# --- escaping ------------------------------------------------------------------------------
+
+def test_study_name_from_the_data_is_escaped(report):
+    for name in ("index.html", "summary.md"):
+        text = (report / name).read_text(encoding="utf-8")
+        assert ESCAPED in text, name
+        assert EVIL not in text and "<script" not in text, name
+
+
+def test_region_labels_are_escaped(run, tmp_path):
+    organs = [EVIL if o == "lung" else o for o in run.design["organs"]]
+    summary = json.loads(json.dumps(run.summary).replace('"lung"', json.dumps(EVIL)))
+    evil = dataclasses.replace(run, design={**run.design, "organs": organs}, summary=summary)
+    out = render_report([evil], out=tmp_path / "evil")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.count(ESCAPED) >= 3  # title, answer table, barely-informed or figure alt
+    assert f"<th>{ESCAPED}</th>" in html
+    assert EVIL not in html and "<script" not in html
+    assert EVIL not in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_templates_autoescape():
+    env = _environment()
+    assert env.autoescape("report.html.j2") and env.autoescape("summary.md.j2")
+
+
+# --- failures ------------------------------------------------------------------------------
+
+def test_a_failing_figure_fails_the_report_and_keeps_the_old_one(run, tmp_path, monkeypatch):
+    out = render_report([run], out=tmp_path / "r")
+    before = (out / "index.html").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise ValueError("no axes today")
+
+    monkeypatch.setattr(report_figures, "engraftment_bands", broken)
+    with pytest.raises(FigureError, match=r"'engrafted fraction over time'.*no axes today"):
+        render_report([run], out=out)
+    assert (out / "index.html").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_report(run, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not hold a lanternpk report"):
+        render_report([run], out=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_unreadable_or_changed_data_is_reported_not_fatal(run, tmp_path):
+    missing = {"data_file": str(tmp_path / "gone.csv"), "data_sha256": "0" * 64}
+    obs, note = _observations(missing)
+    assert obs is None and "gone.csv" in note and "not readable" in note
+    changed = tmp_path / "obs.csv"
+    changed.write_text("study\n")
+    obs, note = _observations({"data_file": str(changed), "data_sha256": "0" * 64})
+    assert obs is None and "changed since the fit" in note
+    blind = dataclasses.replace(run, observations=None, data_note=note)
+    html = (render_report([blind], out=tmp_path / "r") / "index.html").read_text()
+    assert "changed since the fit" in html and len(_pngs(html)) == 2
+
+
+# --- PPC and comparison --------------------------------------------------------------------
+
+def test_ppc_figures_coverage_and_compare_json_are_shown(run_dir, tmp_path):
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "ppc").mkdir()
+    coverage = [
+        {"region": "lung", "modality": "in_vivo", "time_h": 24, "n": 10, "n_censored": 2,
+         "coverage_50": 0.5, "coverage_90": 0.9, "below_lod_observed": 2,
+         "below_lod_predicted": 1.8, "flagged": False},
+        {"region": "femur", "modality": "ex_vivo", "time_h": 672, "n": 4, "n_censored": 0,
+         "coverage_50": 0.123, "coverage_90": 0.25, "below_lod_observed": 0,
+         "below_lod_predicted": 0.4, "flagged": True},
+    ]
+    (copy / "ppc/coverage.json").write_text(json.dumps(coverage))
+    (copy / "ppc/intervals.png").write_bytes(_png_bytes())
+    (copy / "compare.json").write_text(json.dumps([{"spec": "muse_vs_msc", "elpd": -12.5},
+                                                   {"spec": "shared_homing", "elpd": -30.25}]))
+    out = tmp_path / "report"
+    rc = run_report_command([copy, run_dir], out=out)
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    ppc = html[html.index('<section id="ppc">'):html.index('<section id="comparison">')]
+    assert "0.123" in ppc and 'class="flag"' in ppc and "intervals" in ppc
+    assert len(_pngs(ppc)) == 1
+    comparison = html[html.index('<section id="comparison">'):html.index('<section id="barely">')]
+    assert "run_copy" in comparison and "shared_homing" in comparison and "-30.25" in comparison
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "## Runs compared" in md and "| run_copy |" in md
+
+
+def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "ppc").mkdir()
+    (copy / "ppc/fake.png").write_text("not an image")
+    with pytest.raises(UsageError, match=r"fake\.png: not a PNG"):
+        load_run_report(copy)
+
+
+# --- command line and formatting -----------------------------------------------------------
+
+def test_report_parser_runs_the_command(run_dir, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="lanternpk")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(run_dir), "--out", str(tmp_path / "cli")])
+    rc = args.handler(args)
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    assert "index.html" in capsys.readouterr().out
+    assert (tmp_path / "cli/index.html").is_file()
+
+
+def test_not_a_run_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a lanternpk run"):
+        run_report_command([tmp_path], out=tmp_path / "out")
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, "—"), (0.0, "0"), (0.6654, "0.665"), (0.0038512, "0.00385"), (306.17, "306"),
+    (1726.18, "1726"), (3.98e-5, "3.98e-05"), (2.5e6, "2.50e+06"), (12, "12.0")])
+def test_fmt(value, text):
+    assert fmt(value) == text
+
+
+def test_probability_format():
+    assert report_figures.format_probability(1.0) == "> 0.99"
+    assert report_figures.format_probability(0.0) == "< 0.01"
+    assert report_figures.format_probability(0.9775) == "0.98"
+    fixed = {"q05": 1.0, "q95": 1.0, "p_gt_1": 0.0}
+    assert report_figures.ratio_probability(fixed) == "n/a (fixed by model)"
