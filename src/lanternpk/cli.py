@@ -184,11 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the demo run and summary (default: reports/demo)")
     p.set_defaults(handler=_cmd_demo)
 
+    from lanternpk.compare import add_compare_parser
     from lanternpk.ppc import add_ppc_parser
     from lanternpk.report import add_report_parser
 
     add_ppc_parser(commands)
     add_report_parser(commands)
+    add_compare_parser(commands)
     return parser
 
 

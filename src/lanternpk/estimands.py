@@ -168,7 +168,9 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities). Contrasts: first cell type over second for homing fractions and
-    half-lives, with P(ratio > 1).
+    half-lives, with P(ratio > 1), and the same two fields (the prior's ratio of the two
+    estimands' prior draws as reference); a ratio is also marked barely informed when its
+    numerator or denominator is, since it then rests on a prior.
     """
     post = estimand_draws(posterior, design)
     pri = estimand_draws(prior, design) if prior is not None else {}
@@ -185,6 +187,8 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
                   "posterior_prior_width_ratio": _num(ratio),
                   "barely_informed": bool(np.isfinite(ratio) and ratio > BARELY_INFORMED_RATIO)}
         estimands.append(record)
+    barely = {(e["name"], e["cell_type"], e["region"], e["time_d"], e["modality"]):
+              e["barely_informed"] for e in estimands}
     contrasts = []
     cell_types = design["cell_types"]
     if len(cell_types) >= 2:
@@ -192,10 +196,21 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
         for name, contrast in (("homing_fraction", "homing_fraction_ratio"),
                                ("half_life_d", "half_life_ratio")):
             for organ in design["organs"]:
-                ratio = post[(name, num, organ, None, None)] / post[(name, den, organ, None, None)]
+                keys = (name, num, organ, None, None), (name, den, organ, None, None)
+                ratio = post[keys[0]] / post[keys[1]]
+                width_ratio = float("nan")
+                if all(key in pri for key in keys):
+                    prior_width = _width(pri[keys[0]] / pri[keys[1]], True)
+                    if prior_width > 0:
+                        width_ratio = _width(ratio, True) / prior_width
                 contrasts.append({"name": contrast, "region": organ, "numerator": num,
                                   "denominator": den, "median": float(np.median(ratio)),
                                   "q05": float(np.quantile(ratio, 0.05)),
                                   "q95": float(np.quantile(ratio, 0.95)),
-                                  "p_gt_1": float(np.mean(ratio > 1))})
+                                  "p_gt_1": float(np.mean(ratio > 1)),
+                                  "posterior_prior_width_ratio": _num(width_ratio),
+                                  "barely_informed": bool(
+                                      (np.isfinite(width_ratio)
+                                       and width_ratio > BARELY_INFORMED_RATIO)
+                                      or any(barely.get(key, False) for key in keys))})
     return estimands, contrasts

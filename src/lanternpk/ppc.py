@@ -86,9 +86,10 @@ def randomized_pit(cdf_at_obs: np.ndarray, censored: np.ndarray,
     censored : ndarray of bool, shape (n,)
         Whether the row is below its LOD.
     rng : numpy.random.Generator, optional
-        Source of the uniforms for the censored rows.
+        Source of the uniforms for the censored rows (one per row is drawn when given).
     uniforms : ndarray, shape (n,), optional
-        The uniforms themselves (instead of ``rng``).
+        The uniforms themselves (instead of ``rng``). One of the two is required when any
+        row is censored.
 
     Returns
     -------
@@ -100,7 +101,9 @@ def randomized_pit(cdf_at_obs: np.ndarray, censored: np.ndarray,
     censored = np.asarray(censored, dtype=bool)
     if uniforms is None:
         if rng is None:
-            raise ValueError("randomized_pit needs rng or uniforms")
+            if censored.any():
+                raise ValueError("randomized_pit needs rng or uniforms for censored rows")
+            return cdf_at_obs
         uniforms = rng.uniform(size=cdf_at_obs.shape)
     return np.where(censored, np.asarray(uniforms) * cdf_at_obs, cdf_at_obs)
 

@@ -59,6 +59,8 @@ def test_summarize_json_follows_the_contract(tiny_run, capsys):
     damaged = [e for e in summary["estimands"]
                if e["region"] == "damaged_organ" and e["name"] == "half_life_d"]
     assert all(e["barely_informed"] for e in damaged)
+    damaged_ratio = [c for c in summary["contrasts"] if c["region"] == "damaged_organ"]
+    assert damaged_ratio and all(c["barely_informed"] for c in damaged_ratio)
 
 
 def test_summarize_refuses_other_spec_or_data(root, tiny_run, capsys):

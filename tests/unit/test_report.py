@@ -197,7 +197,7 @@ def test_a_failing_figure_fails_the_report_and_keeps_the_old_one(run, tmp_path, 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_report(run, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(UsageError, match="not hold a lanternpk report"):
+    with pytest.raises(UsageError, match=r"not hold a lanternpk report \(found notes\.txt\)"):
         render_report([run], out=tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 

@@ -4,7 +4,7 @@
 posterior and its attributes, the run's ``ppc/`` and ``compare.json`` when present, and the
 data file named in the provenance when it is still readable and unchanged).
 :func:`render_report` draws the figures, fills the jinja2 templates (autoescape on) and writes
-the three files to a temporary directory that is renamed into place only when complete.
+each of the three files atomically (temporary file, then rename).
 A figure that fails to render fails the report with a :class:`FigureError` naming it.
 """
 
@@ -15,8 +15,6 @@ import io
 import json
 import os
 import shlex
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from lanternpk.data.load import load_observations
 from lanternpk.errors import DataError, UsageError
 from lanternpk.fit import file_sha256, load_run, summary_from_run
+from lanternpk.io import write_text_atomic
 from lanternpk.report import figures
 from lanternpk.solver.closed_form import organ_cells
 
@@ -41,6 +40,8 @@ ENGRAFTMENT_GRID_D = np.geomspace(1.0 / 24.0, 56.0, 120)
 PPC_COLUMNS = ("region", "modality", "time_h", "n", "n_censored", "coverage_50", "coverage_90",
                "below_lod_observed", "below_lod_predicted", "flagged")
 REPORT_FILES = ("index.html", "summary.md", "summary.json")
+#: Files a report directory may also hold (the browser check's screenshot).
+REPORT_EXTRAS = ("screenshot.png",)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHECK_LABELS = {"rhat": "R-hat max", "ess_bulk": "bulk ESS min", "ess_tail": "tail ESS min",
                  "divergences": "divergences", "ebfmi": "E-BFMI min"}
@@ -481,31 +482,24 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike) -> Path:
 
 
 def write_report(out: str | os.PathLike, files: dict[str, str]) -> Path:
-    """Write ``files`` (name → UTF-8 text) as the directory ``out``, atomically.
+    """Write ``files`` (name → UTF-8 text) into the directory ``out``, each atomically.
 
-    The files are written to a temporary directory beside ``out`` that then replaces it, so a
-    reader sees either the old report or the complete new one.
+    Each file is written to a temporary file beside it and renamed into place, ``index.html``
+    last, so a reader never sees a half-written file. Directories inside ``out`` (a run
+    directory, as ``lanternpk demo`` keeps in ``reports/demo/run``) are left alone; a
+    directory holding files that a report does not write is refused, so nothing of the user's
+    is overwritten.
     """
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
-                                               or (out / "index.html").is_file())):
-        raise UsageError(f"refusing to write a report into {out}: it exists and does not "
-                         "hold a lanternpk report")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    trash = staging.with_name(staging.name + ".old")
-    try:
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        staging.chmod(0o755)
-        if out.exists():
-            os.replace(out, trash)
-        os.replace(staging, out)
-    except BaseException:
-        if trash.exists() and not out.exists():  # put the earlier report back
-            os.replace(trash, out)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
+    ours = {*files, *REPORT_EXTRAS}
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"refusing to write a report into {out}: it is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in ours)
+        if foreign:
+            raise UsageError(f"refusing to write a report into {out}: it does not hold a "
+                             f"lanternpk report (found {', '.join(foreign[:3])})")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: n == "index.html"):
+        write_text_atomic(out / name, files[name])
     return out

@@ -1,0 +1,298 @@
+"""Rank statistics of simulation-based calibration: ranks, uniformity tests, ECDF bands, plot.
+
+Pure numerics on arrays (no fitting, no I/O except the figure's ``savefig`` by the caller).
+
+If the fits are calibrated, the rank of the true value among ``L`` posterior draws is
+uniform on ``{0, …, L}`` (Talts et al. 2018). Two tests per quantity:
+
+* **chi-square** on the ranks in ``bins`` near-equal bins of the ``L + 1`` rank values
+  (expected counts proportional to bin widths);
+* **ECDF** (Säilynoja, Bürkner & Vehtari 2022): the smallest two-sided pointwise binomial tail
+  probability of the rank ECDF over ``K`` evaluation points; its null distribution, and
+  the simultaneous confidence band of the ECDF-difference plot, come from simulating
+  uniform ranks with the same ``N`` and ``L``.
+
+Ties (a discrete quantity such as ``time_to_undetectable_d``, or an infinite one) are broken
+at random, so the rank stays exactly uniform under calibration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+#: Default number of ECDF evaluation points (at most L + 1).
+ECDF_POINTS = 100
+#: Simulated uniform rank sets for the ECDF null distribution and bands.
+ECDF_SIMULATIONS = 4000
+
+
+def rank(truth: float, draws: np.ndarray, rng: np.random.Generator) -> int:
+    """Rank of ``truth`` among posterior ``draws``: ``#(draws < truth)``, ties broken at random.
+
+    Parameters
+    ----------
+    truth : float
+        The value the data were simulated with (any units; may be ``inf``).
+    draws : ndarray, shape (L,)
+        Posterior draws of the same quantity, roughly independent (thinned).
+    rng : numpy.random.Generator
+        Source of the tie-breaking integer, uniform on ``{0, …, #(draws == truth)}``.
+
+    Returns
+    -------
+    int
+        In ``{0, …, L}``.
+    """
+    draws = np.asarray(draws, dtype=float)
+    if math.isnan(truth) or np.isnan(draws).any():
+        raise ValueError("cannot rank NaN values")
+    below = int(np.sum(draws < truth))
+    ties = int(np.sum(draws == truth))
+    return below + (int(rng.integers(0, ties + 1)) if ties else 0)
+
+
+def bin_edges(n_values: int, bins: int) -> np.ndarray:
+    """Edges of ``bins`` near-equal bins over the integers ``0 … n_values − 1``.
+
+    Returns
+    -------
+    ndarray of int, shape (bins + 1,)
+        Bin ``b`` holds ranks ``edges[b] ≤ r < edges[b + 1]``.
+    """
+    bins = max(1, min(bins, n_values))
+    sizes = np.full(bins, n_values // bins)
+    sizes[: n_values % bins] += 1
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def chi_square_test(ranks: np.ndarray, n_draws: int, bins: int = 10) -> dict:
+    """Chi-square test that ``ranks`` are uniform on ``{0, …, n_draws}``.
+
+    Parameters
+    ----------
+    ranks : ndarray of int, shape (N,)
+    n_draws : int
+        ``L``, the number of posterior draws each rank was computed against.
+    bins : int
+        Number of bins (near-equal widths; expected counts proportional to width).
+
+    Returns
+    -------
+    dict
+        ``statistic``, ``dof``, ``p_value``, ``counts`` and ``expected`` per bin.
+    """
+    ranks = np.asarray(ranks, dtype=int)
+    edges = bin_edges(n_draws + 1, bins)
+    counts = np.histogram(ranks, bins=edges)[0]
+    expected = len(ranks) * np.diff(edges) / (n_draws + 1)
+    statistic = float(np.sum((counts - expected) ** 2 / expected))
+    dof = len(counts) - 1
+    return {"statistic": statistic, "dof": dof,
+            "p_value": float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0,
+            "counts": counts.tolist(), "expected": expected.tolist()}
+
+
+def ecdf_points(n_draws: int, points: int = ECDF_POINTS) -> np.ndarray:
+    """Evaluation points ``z`` in (0, 1) of the rank ECDF (fractional rank ``(r + 1)/(L + 1)``)."""
+    k = min(points, n_draws + 1)
+    return np.arange(1, k) / k
+
+
+def _fractional(ranks: np.ndarray, n_draws: int) -> np.ndarray:
+    return (np.asarray(ranks, dtype=float) + 1.0) / (n_draws + 1.0)
+
+
+def _ecdf_counts(fractional: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Number of fractional ranks ≤ each z; fractional (..., N) → (..., len(z))."""
+    return (fractional[..., None] <= z + 1e-12).sum(axis=-2)
+
+
+def _min_tail(counts: np.ndarray, n: int, z: np.ndarray) -> np.ndarray:
+    """Smallest two-sided pointwise binomial tail probability over z, (...)."""
+    lower = stats.binom.cdf(counts, n, z)
+    upper = stats.binom.sf(counts - 1, n, z)
+    return np.minimum(1.0, 2.0 * np.minimum(lower, upper)).min(axis=-1)
+
+
+def uniform_null(n: int, n_draws: int, *, points: int = ECDF_POINTS,
+                 simulations: int = ECDF_SIMULATIONS, seed: int = 0) -> np.ndarray:
+    """Null distribution of the ECDF statistic: simulated minima of pointwise tail probabilities.
+
+    Parameters
+    ----------
+    n : int
+        Number of ranks per quantity (fits).
+    n_draws : int
+        ``L``.
+    points, simulations, seed
+        Evaluation points, number of simulated uniform rank sets, and their seed.
+
+    Returns
+    -------
+    ndarray, shape (simulations,), sorted
+    """
+    rng = np.random.default_rng(seed)
+    z = ecdf_points(n_draws, points)
+    out = np.empty(simulations)
+    for start in range(0, simulations, 500):
+        stop = min(start + 500, simulations)
+        ranks = rng.integers(0, n_draws + 1, size=(stop - start, n))
+        out[start:stop] = _min_tail(_ecdf_counts(_fractional(ranks, n_draws), z), n, z)
+    return np.sort(out)
+
+
+def ecdf_test(ranks: np.ndarray, n_draws: int, null: np.ndarray, *,
+              points: int = ECDF_POINTS) -> dict:
+    """ECDF uniformity test of ``ranks`` against the simulated ``null`` (:func:`uniform_null`).
+
+    Returns
+    -------
+    dict
+        ``statistic`` (smallest pointwise tail probability) and ``p_value`` (fraction of
+        simulated uniform rank sets with a statistic at most as large; never 0).
+    """
+    ranks = np.asarray(ranks)
+    z = ecdf_points(n_draws, points)
+    statistic = float(_min_tail(_ecdf_counts(_fractional(ranks, n_draws), z), len(ranks), z))
+    p = (np.searchsorted(null, statistic, side="right") + 1) / (len(null) + 1)
+    return {"statistic": statistic, "p_value": float(p)}
+
+
+def simultaneous_band(n: int, n_draws: int, null: np.ndarray, level: float, *,
+                      points: int = ECDF_POINTS) -> dict:
+    """Simultaneous ``1 − level`` band for the ECDF difference ``F̂(z) − z`` of N uniform ranks.
+
+    The pointwise level ``γ`` is the ``level`` quantile of the null statistic, so that a
+    uniform rank ECDF stays inside the band at every point with probability ≈ ``1 − level``.
+
+    Returns
+    -------
+    dict
+        ``z``, ``lower`` and ``upper`` (ECDF − z), and ``gamma``.
+    """
+    z = ecdf_points(n_draws, points)
+    gamma = float(np.quantile(null, level))
+    lower = stats.binom.ppf(gamma / 2, n, z) / n - z
+    upper = stats.binom.ppf(1 - gamma / 2, n, z) / n - z
+    return {"z": z.tolist(), "lower": lower.tolist(), "upper": upper.tolist(), "gamma": gamma}
+
+
+def ecdf_difference(ranks: np.ndarray, n_draws: int, *, points: int = ECDF_POINTS
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, F̂(z) − z)`` of the fractional ranks."""
+    z = ecdf_points(n_draws, points)
+    return z, _ecdf_counts(_fractional(ranks, n_draws), z) / len(ranks) - z
+
+
+def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float,
+                     bins: int = 10, seed: int = 0) -> dict:
+    """Both tests for every quantity, with a Bonferroni family-wise level ``alpha``.
+
+    A quantity fails when either test's p-value is below ``alpha / (2 Q)`` (Q quantities,
+    two tests each), so that the chance of any failure under calibration is at most
+    ``alpha``.
+
+    Parameters
+    ----------
+    ranks : dict
+        Quantity name → ranks (N,), all with the same N.
+    n_draws : int
+        ``L``.
+    alpha : float
+        Family-wise level over all quantities and both tests.
+    bins : int
+        Chi-square bins.
+    seed : int
+        Seed of the ECDF null simulation.
+
+    Returns
+    -------
+    dict
+        ``alpha``, ``threshold`` (per-test), ``n`` (ranks per quantity), ``quantities``
+        (name → chi-square and ECDF results and ``failed``), ``failed`` (names),
+        ``band_95`` and ``band_family`` (ECDF-difference bands).
+    """
+    names = list(ranks)
+    if not names:
+        return {"alpha": alpha, "threshold": None, "n": 0, "quantities": {}, "failed": [],
+                "band_95": None, "band_family": None}
+    n = len(ranks[names[0]])
+    threshold = alpha / (2 * len(names))
+    null = uniform_null(n, n_draws, seed=seed)
+    results = {}
+    failed = []
+    for name in names:
+        chi = chi_square_test(ranks[name], n_draws, bins)
+        ecdf = ecdf_test(ranks[name], n_draws, null)
+        bad = chi["p_value"] < threshold or ecdf["p_value"] < threshold
+        results[name] = {"chi_square": chi, "ecdf": ecdf, "failed": bool(bad)}
+        if bad:
+            failed.append(name)
+    family_level = max(threshold * 2, 1.0 / len(null))
+    return {"alpha": alpha, "threshold": threshold, "n": n, "bins": bins,
+            "quantities": results, "failed": failed,
+            "band_95": simultaneous_band(n, n_draws, null, 0.05),
+            "band_family": simultaneous_band(n, n_draws, null, family_level)}
+
+
+def family_of(name: str) -> str:
+    """Panel a quantity belongs to: its name before the bracket."""
+    return name.split("[", 1)[0]
+
+
+def plot_ecdf(ranks: dict[str, np.ndarray], n_draws: int, tests: dict):
+    """ECDF-difference plot: one panel per parameter/estimand family, one line per quantity.
+
+    The shaded region is the 95% simultaneous band of one quantity; the dashed lines the
+    band at the per-quantity Bonferroni level (a line leaving it fails the ECDF test).
+    Quantities that failed either test are drawn in red.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, ndarray of Axes)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    families: dict[str, list[str]] = {}
+    for name in ranks:
+        families.setdefault(family_of(name), []).append(name)
+    n_panels = max(1, len(families))
+    cols = min(4, n_panels)
+    rows = math.ceil(n_panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False,
+                             sharex=True)
+    failed = set(tests.get("failed", []))
+    for ax, (family, names) in zip(axes.flat, families.items(), strict=False):
+        band, fam = tests.get("band_95"), tests.get("band_family")
+        if band:
+            ax.fill_between(band["z"], band["lower"], band["upper"], color="0.85", lw=0,
+                            label="95% simultaneous band")
+        if fam:
+            ax.plot(fam["z"], fam["lower"], "k--", lw=0.7, label="Bonferroni band")
+            ax.plot(fam["z"], fam["upper"], "k--", lw=0.7)
+        for name in names:
+            z, diff = ecdf_difference(ranks[name], n_draws)
+            bad = name in failed
+            ax.plot(z, diff, color="tab:red" if bad else "tab:blue", lw=1.4 if bad else 0.8,
+                    alpha=1.0 if bad else 0.6, label=name if bad else None)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_title(f"{family} ({len(names)})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("fractional rank", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ECDF − uniform", fontsize=8)
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"SBC rank ECDF differences: N = {tests.get('n', 0)} fits, L = {n_draws} "
+                 f"draws, {len(failed)} of {len(ranks)} quantities fail at family-wise "
+                 f"α = {tests.get('alpha')}", fontsize=10)
+    fig.tight_layout()
+    return fig, axes

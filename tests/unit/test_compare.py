@@ -1,0 +1,219 @@
+"""Known-answer tests of the scores behind `lanternpk compare` (no fits, no JAX).
+
+Monte Carlo tolerances: every check below uses a fixed seed; each tolerance is a multiple (≥ 4)
+of the Monte Carlo standard error computed from the same draws, plus a small allowance for
+the O(1/S) bias of a ratio estimator, so a correct implementation fails with probability
+well under 1e-3 per check on fresh seeds.
+"""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal, norm
+
+from lanternpk.cli import main
+from lanternpk.compare import (
+    PARETO_K_BAD,
+    LooResult,
+    ModelScores,
+    comparison_table,
+    elpd_difference,
+    group_log_lik,
+    importance_log_mean,
+    log_mean_exp,
+    pareto_k_warnings,
+    proposal,
+    psis_loao,
+    psis_loo,
+)
+from lanternpk.errors import EXIT_USAGE
+
+SIGMA, TAU, S0 = 1.0, 0.3, 2.0  # residual sd, group sd, prior sd of the mean
+N_GROUPS, PER_GROUP = 8, 3
+
+
+def _random_intercept_data(seed: int = 1):
+    rng = np.random.default_rng(seed)
+    b = TAU * rng.standard_normal(N_GROUPS)
+    y = 0.7 + b[:, None] + SIGMA * rng.standard_normal((N_GROUPS, PER_GROUP))
+    return y
+
+
+def _exact_posterior(y: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """Exact draws of (mu, b_1..b_G) of the conjugate Gaussian random-intercept model."""
+    g, j = y.shape
+    precision = np.zeros((g + 1, g + 1))
+    rhs = np.zeros(g + 1)
+    precision[0, 0] = 1 / S0**2 + g * j / SIGMA**2
+    rhs[0] = y.sum() / SIGMA**2
+    for a in range(g):
+        precision[0, a + 1] = precision[a + 1, 0] = j / SIGMA**2
+        precision[a + 1, a + 1] = j / SIGMA**2 + 1 / TAU**2
+        rhs[a + 1] = y[a].sum() / SIGMA**2
+    cov = np.linalg.inv(precision)
+    rng = np.random.default_rng(seed)
+    return rng.multivariate_normal(cov @ rhs, cov, size=draws)
+
+
+def _group_cov(j: int) -> np.ndarray:
+    return SIGMA**2 * np.eye(j) + TAU**2 * np.ones((j, j))
+
+
+def _exact_logo(y: np.ndarray, g: int) -> float:
+    """log p(y_g | y_−g) with the held-out group's intercept integrated out (analytic)."""
+    j = y.shape[1]
+    cov = _group_cov(j)
+    inv = np.linalg.inv(cov)
+    ones = np.ones(j)
+    rest = np.delete(y, g, axis=0)
+    precision = 1 / S0**2 + len(rest) * ones @ inv @ ones
+    mean = sum(ones @ inv @ r for r in rest) / precision
+    return float(multivariate_normal(mean * ones, cov + np.ones((j, j)) / precision).logpdf(y[g]))
+
+
+def test_psis_loao_matches_the_analytic_leave_one_group_out_density():
+    y = _random_intercept_data()
+    draws = _exact_posterior(y, 8000, seed=2)
+    mu, b = draws[:, 0], draws[:, 1:]
+    # pointwise conditional log-likelihood (draws, rows), rows grouped by group
+    log_lik = norm.logpdf(y.ravel()[None, :], (mu[:, None] + np.repeat(b, PER_GROUP, axis=1)),
+                          SIGMA)
+    groups = np.repeat([f"g{a}" for a in range(N_GROUPS)], PER_GROUP)
+    result = psis_loao(log_lik, groups)
+    assert result.labels == [f"g{a}" for a in range(N_GROUPS)]
+    assert np.all(result.pareto_k < PARETO_K_BAD)
+    summed, _ = group_log_lik(log_lik, groups)
+    for g in range(N_GROUPS):
+        exact = _exact_logo(y, g)
+        # MC SE of -log mean(1/p) by the delta method, from the same draws
+        inv = np.exp(-summed[:, g] - np.max(-summed[:, g]))
+        mc_se = np.std(inv, ddof=1) / np.sqrt(len(inv)) / np.mean(inv)
+        assert abs(result.elpd_i[g] - exact) < 5 * mc_se + 0.01, (g, result.elpd_i[g], exact)
+
+
+def test_psis_on_the_marginal_likelihood_matches_the_analytic_density():
+    """What compare does per animal: PSIS over θ of log p(y_g | θ) with b_g integrated out."""
+    y = _random_intercept_data()
+    mu = _exact_posterior(y, 8000, seed=6)[:, 0]
+    cov = _group_cov(PER_GROUP)
+    marginal = np.column_stack([
+        multivariate_normal(np.zeros(PER_GROUP), cov).logpdf(y[g][None, :] - mu[:, None])
+        for g in range(N_GROUPS)])
+    result = psis_loo(marginal)
+    assert np.all(result.pareto_k < 0.5)
+    for g in range(N_GROUPS):
+        inv = np.exp(-marginal[:, g] - np.max(-marginal[:, g]))
+        mc_se = np.std(inv, ddof=1) / np.sqrt(len(inv)) / np.mean(inv)
+        assert abs(result.elpd_i[g] - _exact_logo(y, g)) < 5 * mc_se + 0.01
+
+
+def test_importance_sampling_of_new_effects_matches_the_marginal_likelihood():
+    """The refit's integral over a new animal's effects, on a case with a known answer."""
+    y = _random_intercept_data()[0]
+    mu = 0.3
+    exact = multivariate_normal(mu * np.ones(PER_GROUP), _group_cov(PER_GROUP)).logpdf(y)
+    # "posterior" draws of the standardised effect z = b / tau given (y, mu), for the proposal
+    post_prec = PER_GROUP * TAU**2 / SIGMA**2 + 1
+    post_mean = TAU * (y - mu).sum() / SIGMA**2 / post_prec
+    rng = np.random.default_rng(3)
+    effects = post_mean + rng.standard_normal((2000, 1)) / np.sqrt(post_prec)
+    sample, logpdf = proposal(effects)
+    z = sample(20000, rng)
+    log_ratio = (norm.logpdf(y[None, :], mu + TAU * z, SIGMA).sum(axis=1)
+                 + norm.logpdf(z[:, 0]) - logpdf(z))
+    value, k, mc_se = importance_log_mean(log_ratio)
+    assert k < 0.5
+    assert abs(value - exact) < 5 * mc_se + 1e-3
+
+
+def test_psis_loo_agrees_with_arviz():
+    rng = np.random.default_rng(4)
+    mu = 0.5 + 0.1 * rng.standard_normal(2000)
+    y = rng.normal(0.5, 1.0, size=30)
+    log_lik = norm.logpdf(y[None, :], mu[:, None], 1.0)
+    ours = psis_loo(log_lik)
+    idata = az.from_dict(posterior={"mu": mu[None]}, log_likelihood={"y": log_lik[None]})
+    theirs = az.loo(idata, pointwise=True)
+    np.testing.assert_allclose(ours.elpd_i, theirs.loo_i.values, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.pareto_k, theirs.pareto_k.values, rtol=0, atol=1e-8)
+    assert ours.elpd == pytest.approx(float(theirs.elpd_loo), abs=1e-8)
+    # SE with the sample variance (ddof=1); arviz uses ddof=0
+    assert ours.se == pytest.approx(float(theirs.se) * np.sqrt(30 / 29), rel=1e-8)
+    assert ours.p_eff == pytest.approx(float(theirs.p_loo), abs=1e-8)
+
+
+def test_elpd_difference_by_hand():
+    diff, se = elpd_difference(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0, 1.0]))
+    # d = (1, 0, 2): sum 3; sample variance 1; se = sqrt(3 · 1)
+    assert diff == pytest.approx(3.0)
+    assert se == pytest.approx(np.sqrt(3.0))
+    with pytest.raises(ValueError, match="differ in shape"):
+        elpd_difference(np.zeros(2), np.zeros(3))
+
+
+def test_group_log_lik_sums_in_order_of_first_appearance():
+    log_lik = np.arange(12.0).reshape(2, 6)
+    summed, labels = group_log_lik(log_lik, ["b", "a", "b", "c", "a", "b"])
+    assert labels == ["b", "a", "c"]
+    np.testing.assert_allclose(summed, [[0 + 2 + 5, 1 + 4, 3], [6 + 8 + 11, 7 + 10, 9]])
+
+
+def test_pareto_k_warns_for_an_influential_observation():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(4000)
+    log_lik = np.column_stack([norm.logpdf(0.1 * z), -5.0 * z**2])  # 1/p = exp(5 z²): heavy
+    result = psis_loo(log_lik, labels=["12", "13"])
+    assert result.pareto_k[0] < 0.5 and result.pareto_k[1] > PARETO_K_BAD
+    assert result.n_bad == 1
+    warnings = pareto_k_warnings(result.pareto_k, result.labels, what="row")
+    assert len(warnings) == 1 and warnings[0].startswith("row 13: Pareto k =")
+
+
+def _scores(name: str, loo_i, loao_i, k_animals) -> ModelScores:
+    loo_i, loao_i = np.asarray(loo_i, float), np.asarray(loao_i, float)
+    animals = [f"s/a{i}" for i in range(len(loao_i))]
+    loo = LooResult(loo_i, loo_i + 0.1, np.zeros(len(loo_i)), [str(i) for i in range(len(loo_i))])
+    loao = LooResult(loao_i, loao_i + 1.0, np.asarray(k_animals, float), animals)
+    n = len(animals)
+    return ModelScores(name=name, run_dir=f"runs/{name}", loo=loo, loao_psis=loao,
+                       loao_conditional=loao, inner_k=np.zeros(n), loao_i=loao_i.copy(),
+                       method=["psis"] * n, refit_k=[None] * n, refit_mc_se=[None] * n,
+                       refit_converged=[None] * n)
+
+
+def test_comparison_table_ranks_and_differences():
+    a = _scores("a", [-1.0, -2.0, -1.0, -2.0], [-3.0, -4.0], [0.2, 0.9])
+    b = _scores("b", [-1.5, -2.0, -1.0, -3.0], [-2.0, -4.5], [0.1, 0.3])
+    records = comparison_table([b, a])
+    assert [r["model"] for r in records] == ["a", "b"]  # sorted by elpd_loo
+    ra, rb = records
+    assert ra["elpd_loo"] == -6.0 and ra["elpd_loo_diff"] == 0.0 and ra["se_loo_diff"] == 0.0
+    assert rb["elpd_loo_diff"] == pytest.approx(1.5)
+    # d = (0.5, 0, 0, 1): mean 0.375, sample variance 0.6875 / 3 → se = sqrt(4 · 0.6875 / 3)
+    assert rb["se_loo_diff"] == pytest.approx(np.sqrt(4 * 0.6875 / 3), abs=1e-3)
+    # LOAO: b is best (-6.5 > -7.0); a's difference from b: d = (-1, 0.5)
+    assert rb["elpd_loao_diff"] == 0.0 and ra["elpd_loao_diff"] == pytest.approx(0.5)
+    assert ra["se_loao_diff"] == pytest.approx(np.sqrt(2 * np.var([-1.0, 0.5], ddof=1)),
+                                               abs=1e-3)
+    assert ra["n_animals_k_above_0.7"] == 1 and ra["n_animals_unreliable"] == 1
+    assert rb["n_animals_unreliable"] == 0
+    assert all(not isinstance(v, dict | list) for r in records for v in r.values())
+
+
+def test_log_mean_exp_is_stable():
+    assert log_mean_exp(np.array([1000.0, 1000.0])) == pytest.approx(1000.0)
+
+
+def test_compare_cli_refuses_non_runs(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--no-refit"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE
+    assert "is not a lanternpk run" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    rc = main(["compare", str(tmp_path / "a")])
+    assert rc == EXIT_USAGE
+    assert "at least two run directories" in capsys.readouterr().err

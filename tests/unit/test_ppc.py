@@ -1,0 +1,240 @@
+"""Known-answer tests of the posterior predictive check calculations in :mod:`lanternpk.ppc`.
+
+Failure budget. Every random input comes from a fixed seed, so outcomes are deterministic; the
+budgets below say how often a *correct* implementation would fail on fresh seeds:
+
+- ``test_pit_of_a_correctly_specified_censored_model_is_uniform``: three checks (50% and 90%
+  coverage within ±3.29 binomial standard errors, KS p > 0.001), each with false-failure
+  probability ≈ 0.001: ≤ 0.3% in all.
+- ``test_loo_pit_matches_the_analytic_leave_one_out_of_a_normal_model``: the PSIS estimate
+  with 4000 exact posterior draws has Monte Carlo standard error < 0.006 per row here; the
+  tolerance 0.03 is > 5 standard errors (< 1e-6 per row, < 1e-4 over the 25 rows).
+- The misspecified (power) checks fail only if a shift of one residual sd went undetected in
+  2000 rows: probability < 1e-12.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binom, kstest, norm
+
+from lanternpk.ppc import (
+    binomial_outside,
+    coverage_table,
+    covered,
+    format_table,
+    loo_pit,
+    plot_vpc,
+    predictive_count_outside,
+    randomized_pit,
+)
+
+COVERAGE_KEYS = {"region", "modality", "time_h", "n", "n_censored", "coverage_50",
+                 "coverage_90", "below_lod_observed", "below_lod_predicted", "flagged",
+                 "reasons"}
+
+
+# --- randomised PIT -----------------------------------------------------------------------
+
+def test_randomized_pit_is_the_cdf_for_detected_rows_and_v_times_cdf_for_censored():
+    cdf = np.array([0.1, 0.7, 0.4, 0.8])
+    censored = np.array([False, False, True, True])
+    v = np.array([0.9, 0.9, 0.5, 0.25])
+    pit = randomized_pit(cdf, censored, uniforms=v)
+    np.testing.assert_array_equal(pit, [0.1, 0.7, 0.2, 0.2])
+
+
+def test_randomized_pit_clips_probabilities_and_draws_censored_values_below_the_lod_cdf():
+    cdf = np.array([-1e-12, 1.0 + 1e-12, 0.3, 0.3])
+    censored = np.array([False, False, True, True])
+    pit = randomized_pit(cdf, censored, np.random.default_rng(3))
+    assert pit[0] == 0.0 and pit[1] == 1.0
+    assert np.all((pit[2:] >= 0.0) & (pit[2:] <= 0.3)) and pit[2] != pit[3]
+    again = randomized_pit(cdf, censored, np.random.default_rng(3))
+    np.testing.assert_array_equal(pit, again)
+
+
+def test_randomized_pit_needs_a_source_of_uniforms():
+    with pytest.raises(ValueError, match="rng or uniforms"):
+        randomized_pit(np.array([0.5]), np.array([True]))
+
+
+def test_pit_of_a_correctly_specified_censored_model_is_uniform():
+    """y ~ Normal(mu_i, 1), reported below LOD when y < lod_i (~35% of rows): the randomised
+    PIT with the true predictive CDF is exactly Uniform(0, 1). Budget: module docstring."""
+    rng = np.random.default_rng(20261125)
+    n = 2000
+    mu = rng.normal(0.0, 2.0, n)
+    lod = mu + rng.normal(-0.4, 0.5, n)
+    y = mu + rng.standard_normal(n)
+    censored = y < lod
+    assert 0.2 < censored.mean() < 0.5
+    cdf = norm.cdf(np.where(censored, lod, y) - mu)
+    pit = randomized_pit(cdf, censored, rng)
+    for level in (0.5, 0.9):
+        se = np.sqrt(level * (1 - level) / n)
+        assert abs(covered(pit, level).mean() - level) < 3.29 * se
+    assert kstest(pit, "uniform").pvalue > 0.001
+    # power: predicting one residual sd too high is caught by both summaries
+    bad = randomized_pit(norm.cdf(np.where(censored, lod, y) - mu - 1.0), censored, rng)
+    assert covered(bad, 0.5).mean() < 0.5 - 10 * np.sqrt(0.25 / n)
+    assert kstest(bad, "uniform").pvalue < 1e-12
+
+
+# --- coverage and flags -------------------------------------------------------------------
+
+def test_covered_uses_closed_central_intervals():
+    pit = np.array([0.0, 0.05, 0.2499, 0.25, 0.5, 0.75, 0.7501, 0.95, 0.9501, 1.0])
+    np.testing.assert_array_equal(covered(pit, 0.5), [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(covered(pit, 0.9), [0, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+
+
+def test_binomial_outside_matches_exact_binomial_tails():
+    # Binomial(10, 1/2): P(X <= 0) = 1/1024 < 0.005, P(X <= 1) = 11/1024 > 0.005
+    assert binomial_outside(0, 10, 0.5) and binomial_outside(10, 10, 0.5)
+    assert not binomial_outside(1, 10, 0.5) and not binomial_outside(9, 10, 0.5)
+    assert not binomial_outside(5, 10, 0.5)
+    # Binomial(40, 0.9): 31 covered has P(X <= 31) = 0.0155, 30 has 0.0054, 29 has 0.0017
+    assert binom.cdf(29, 40, 0.9) < 0.005 < binom.cdf(30, 40, 0.9)
+    assert binomial_outside(29, 40, 0.9) and not binomial_outside(30, 40, 0.9)
+    assert not binomial_outside(40, 40, 0.9)  # P(X >= 40) = 0.9**40 = 0.0148
+    assert binomial_outside(30, 40, 0.9, confidence=0.98)
+    assert not binomial_outside(0, 0, 0.5)
+
+
+def test_predictive_count_outside_uses_empirical_tails():
+    counts = np.arange(1000)  # P(K <= k) = (k + 1)/1000
+    assert predictive_count_outside(3, counts)  # 0.004 < 0.005
+    assert not predictive_count_outside(5, counts)  # 0.006
+    assert predictive_count_outside(996, counts)  # P(K >= 996) = 0.004
+    assert not predictive_count_outside(994, counts)  # 0.006
+    assert predictive_count_outside(7, np.full(50, 3))
+    assert not predictive_count_outside(3, np.full(50, 3))
+
+
+def _obs(groups: list[tuple[str, str, float, str, int]]) -> pd.DataFrame:
+    """Canonical-looking observations: (region, modality, time_h, cell_type, rows) groups."""
+    records = []
+    for region, modality, time_h, cell_type, n in groups:
+        for i in range(n):
+            records.append({"region": region, "modality": modality, "time_h": time_h,
+                            "cell_type": cell_type, "animal": f"{cell_type}{i}",
+                            "flux": 100.0 * (i + 1), "lod": 150.0})
+    obs = pd.DataFrame(records)
+    for column in ("region", "modality", "cell_type", "animal"):
+        obs[column] = obs[column].astype("string")
+    obs.index = pd.RangeIndex(2, len(obs) + 2, name="row")
+    return obs
+
+
+def test_coverage_table_counts_per_region_modality_time_and_flags():
+    obs = _obs([("lung", "in_vivo", 24.0, "muse", 4), ("femur", "in_vivo", 1.0, "muse", 20),
+                ("lung", "in_vivo", 1.0, "muse", 4)])
+    pit = np.concatenate([[0.1, 0.3, 0.6, 0.97], np.full(20, 0.99), [0.5, 0.5, 0.5, 0.5]])
+    censored = np.zeros(28, dtype=bool)
+    censored[[0, 1]] = True
+    below = np.zeros((200, 28), dtype=bool)
+    below[:, 0] = True  # lung 24 h: one row below LOD in every draw, two observed
+    below[:100, 1] = True
+    below[:, 4:24] = True  # femur: every simulated value below LOD, none observed
+    table = coverage_table(obs, censored, pit, below)
+    assert [(r["region"], r["time_h"]) for r in table] == [
+        ("femur", 1.0), ("lung", 1.0), ("lung", 24.0)]
+    assert all(set(r) == COVERAGE_KEYS for r in table)
+    femur, lung1, lung24 = table
+    assert lung24["n"] == 4 and lung24["n_censored"] == 2
+    assert lung24["coverage_50"] == 0.5 and lung24["coverage_90"] == 0.75
+    assert lung24["below_lod_observed"] == 0.5
+    assert lung24["below_lod_predicted"] == pytest.approx(1.5 / 4)
+    # counts below LOD per draw: 2 in half the draws, 1 in the rest; observed 2: inside
+    assert not lung24["flagged"] and lung24["reasons"] == []
+    assert lung1["coverage_50"] == 1.0 and lung1["coverage_90"] == 1.0 and not lung1["flagged"]
+    assert femur["n"] == 20 and femur["coverage_50"] == 0.0 and femur["coverage_90"] == 0.0
+    assert femur["below_lod_predicted"] == 1.0 and femur["flagged"]
+    assert femur["reasons"] == ["50% interval covers 0/20", "90% interval covers 0/20",
+                                "0/20 below LOD, predicted 20.0"]
+
+
+def test_format_table_has_a_header_and_one_line_per_group():
+    obs = _obs([("lung", "in_vivo", 24.0, "muse", 4), ("femur", "ex_vivo", 1.0, "msc", 20)])
+    pit = np.concatenate([np.full(4, 0.5), np.full(20, 0.99)])
+    table = coverage_table(obs, np.zeros(24, dtype=bool), pit, np.zeros((10, 24), bool))
+    lines = format_table(table).splitlines()
+    assert len(lines) == 3
+    assert lines[0].split() == ["region", "modality", "time_h", "n", "cens", "cov50", "cov90",
+                                "<LOD", "obs", "<LOD", "pred", "flag"]
+    assert lines[1].startswith("femur") and "FLAG: 50% interval covers 0/20" in lines[1]
+    assert lines[2].split() == ["lung", "in_vivo", "24", "4", "0", "1.00", "1.00", "0.00",
+                                "0.00"]
+
+
+# --- LOO-PIT ------------------------------------------------------------------------------
+
+def test_loo_pit_with_equal_log_likelihoods_is_the_mean_cdf():
+    rng = np.random.default_rng(1)
+    cdf = rng.uniform(size=(400, 6))
+    log_lik = np.tile(rng.normal(size=6), (400, 1))
+    censored = np.array([False, False, False, True, True, False])
+    v = np.linspace(0.1, 0.9, 6)
+    pit, k = loo_pit(log_lik, cdf, censored, uniforms=v)
+    mean = cdf.mean(axis=0)
+    np.testing.assert_allclose(pit, np.where(censored, v * mean, mean), rtol=1e-12)
+    assert k.shape == (6,)
+
+
+def test_loo_pit_uses_importance_weights_proportional_to_the_inverse_likelihood():
+    """Likelihood 1 on even draws, 2 on odd ones: the raw weights 1 and 1/2 have a constant
+    upper tail, which Pareto smoothing leaves as it is, so the weights are analytic."""
+    s = 1000
+    odd = np.arange(s) % 2 == 1
+    log_lik = np.where(odd, np.log(2.0), 0.0)[:, None] * np.ones((1, 3))
+    cdf = np.stack([np.where(odd, 0.0, 1.0), np.where(odd, 1.0, 0.0),
+                    np.where(odd, 0.8, 0.2)], axis=1)
+    pit, _ = loo_pit(log_lik, cdf, np.zeros(3, dtype=bool))
+    # weights 2/3 (even draws) and 1/3 (odd draws) in total
+    np.testing.assert_allclose(pit, [2 / 3, 1 / 3, 2 / 3 * 0.2 + 1 / 3 * 0.8], rtol=1e-12)
+
+
+def test_loo_pit_matches_the_analytic_leave_one_out_of_a_normal_model():
+    """y_i ~ Normal(theta, 1), theta ~ Normal(0, 10²), exact posterior draws of theta. The
+    leave-one-out predictive of y_i is Normal(m_-i, 1 + v_-i) in closed form. Budget: module
+    docstring."""
+    rng = np.random.default_rng(7)
+    n, s = 25, 4000
+    y = rng.normal(1.5, 1.0, n)
+    prior_precision = 0.01
+    v = 1.0 / (n + prior_precision)
+    theta = rng.normal(v * y.sum(), np.sqrt(v), s)
+    log_lik = norm.logpdf(y[None, :] - theta[:, None])
+    cdf = norm.cdf(y[None, :] - theta[:, None])
+    pit, k = loo_pit(log_lik, cdf, np.zeros(n, dtype=bool))
+    v_loo = 1.0 / (n - 1 + prior_precision)
+    m_loo = v_loo * (y.sum() - y)
+    exact = norm.cdf((y - m_loo) / np.sqrt(1.0 + v_loo))
+    np.testing.assert_allclose(pit, exact, atol=0.03)
+    assert np.all(k < 0.7)
+    # the in-sample PIT is pulled towards 1/2 relative to LOO
+    in_sample = cdf.mean(axis=0)
+    assert np.all(np.abs(in_sample - 0.5) <= np.abs(exact - 0.5) + 1e-9)
+
+
+# --- figures ------------------------------------------------------------------------------
+
+def test_plot_vpc_returns_a_figure_and_two_rows_of_axes_per_cell_type():
+    from matplotlib.figure import Figure
+
+    obs = pd.concat([_obs([("lung", "in_vivo", t, ct, 3)]) for t in (1.0, 24.0, 168.0)
+                     for ct in ("muse", "msc")] + [_obs([("femur", "ex_vivo", 24.0, "msc", 2)])])
+    obs.index = pd.RangeIndex(2, len(obs) + 2, name="row")
+    rng = np.random.default_rng(0)
+    flux_draws = np.exp(rng.normal(5.0, 1.0, size=(50, len(obs))))
+    fig, axes = plot_vpc(obs, flux_draws, flux_draws < 150.0, region="lung", modality="in_vivo")
+    assert isinstance(fig, Figure) and axes.shape == (2, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["lung, in vivo: muse", "lung, in vivo: msc"]
+    assert axes[0, 0].get_yscale() == "log" and axes[1, 0].get_xscale() == "log"
+    fig, axes = plot_vpc(obs, flux_draws, flux_draws < 150.0, region="femur", modality="ex_vivo")
+    assert axes.shape == (2, 1)
+    with pytest.raises(ValueError, match="no rows"):
+        plot_vpc(obs, flux_draws, flux_draws < 150.0, region="femur", modality="in_vivo")
