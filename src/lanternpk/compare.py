@@ -38,11 +38,11 @@ Leave-one-animal-out (``elpd_loao``)
     bundled study).
 
     Exact refit for every animal whose marginal PSIS has ``k > 0.7`` (unless
-    ``--no-refit``): the model is fit again without that animal's rows (same spec, standard curve and sampler settings;
-    ``--refit-draws`` changes the draws per chain), and ``log p(y_a | y_−a)`` is estimated
-    by the same importance sampling over fresh random effects ``b`` (all of the animal's
-    ``z_first_pass``, ``z_release``, ``z_loss`` and its images' ``z_gain``, standard normal
-    a priori):
+    ``--no-refit``): the model is fit again without that animal's rows (same spec, standard
+    curve and sampler settings; ``--refit-draws`` changes the draws per chain), and
+    ``log p(y_a | y_−a)`` is estimated by the same importance sampling over fresh random
+    effects ``b`` (all of the animal's ``z_first_pass``, ``z_release``, ``z_loss`` and its
+    images' ``z_gain``, standard normal a priori):
 
         ``p̂ = 1/(S M) Σ_s Σ_m p(y_a | θ_s, b_sm) N(b_sm; 0, I) / q(b_sm)``,
         ``θ_s ~ p(θ | y_−a)`` (the refit), ``b_sm ~ q``,
