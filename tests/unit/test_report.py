@@ -29,6 +29,7 @@ from lanternpk.report.render import (
     _observations,
     fmt,
     load_run_report,
+    load_sbc,
     render_report,
 )
 
@@ -285,3 +286,33 @@ def test_probability_format():
     assert report_figures.format_probability(0.9775) == "0.98"
     fixed = {"q05": 1.0, "q95": 1.0, "p_gt_1": 0.0}
     assert report_figures.ratio_probability(fixed) == "n/a (fixed by model)"
+
+
+def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
+    sbc_dir = tmp_path / "sbc"
+    sbc_dir.mkdir()
+    summary = {"n_requested": 3, "n_ok": 2, "n_failed": 1, "n_missing": 0, "n_draws": 99,
+               "alpha": 0.01, "tests": "chi-square", "passed": False,
+               "quantities": [
+                   {"name": "loss[<script>alert(1)</script>]", "chi_square_p": 0.5,
+                    "ecdf_p": 0.4, "failed": False},
+                   {"name": "release[muse]", "chi_square_p": 1e-6, "ecdf_p": 1e-5,
+                    "failed": True}]}
+    (sbc_dir / "sbc.json").write_text(json.dumps(summary))
+    (sbc_dir / "sbc_ecdf.png").write_bytes(_png_bytes())
+    out = render_report([run], out=tmp_path / "r", sbc=load_sbc(sbc_dir))
+    html = (out / "index.html").read_text()
+    section = html[html.index('id="sbc"'):html.index('id="barely"')]
+    assert "2 of 3 fits finished, 1 failed" in section
+    assert "Calibration FAILED" in section
+    assert "&lt;script&gt;" in section and "<script>alert" not in html
+    assert section.index("release[muse]") < section.index("loss[")  # rejections first
+    assert 'src="data:image/png;base64,' in section
+    markdown = (out / "summary.md").read_text()
+    assert "Simulation-based calibration: **FAILED or incomplete**" in markdown
+    assert "rejected: release[muse]" in markdown
+
+
+def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a lanternpk sbc directory"):
+        load_sbc(tmp_path)

@@ -8,7 +8,7 @@ Public API
 ----------
 add_report_parser, run_report_command
     The ``report`` sub-command.
-render_report, load_run_report, RunReport, FigureError
+render_report, load_run_report, load_sbc, RunReport, FigureError
     Rendering (from :mod:`lanternpk.report.render`, imported on first use).
 """
 
@@ -19,9 +19,9 @@ import importlib
 import sys
 from pathlib import Path
 
-__all__ = ["FigureError", "RunReport", "add_report_parser", "load_run_report", "render_report",
-           "run_report_command"]
-_RENDER_NAMES = {"FigureError", "RunReport", "load_run_report", "render_report"}
+__all__ = ["FigureError", "RunReport", "add_report_parser", "load_run_report", "load_sbc",
+           "render_report", "run_report_command"]
+_RENDER_NAMES = {"FigureError", "RunReport", "load_run_report", "load_sbc", "render_report"}
 
 
 def __getattr__(name: str):
@@ -45,12 +45,15 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                    help="run directories written by `lanternpk fit`")
     p.add_argument("--out", required=True, type=Path, help="report directory, e.g. reports/NAME")
-    p.set_defaults(handler=lambda args: run_report_command(args.run_dirs, out=args.out))
+    p.add_argument("--sbc", type=Path, metavar="SBC_DIR",
+                   help="also show a simulation-based calibration (`lanternpk sbc --out SBC_DIR`)")
+    p.set_defaults(handler=lambda args: run_report_command(args.run_dirs, out=args.out,
+                                                           sbc_dir=args.sbc))
     return p
 
 
-def run_report_command(run_dirs: list[Path], *, out: Path) -> int:
-    """Render the report of ``run_dirs`` into ``out``; return the exit status.
+def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None = None) -> int:
+    """Render the report of ``run_dirs`` (and of an SBC directory) into ``out``.
 
     Returns
     -------
@@ -59,10 +62,11 @@ def run_report_command(run_dirs: list[Path], *, out: Path) -> int:
         when written but a run's checks failed.
     """
     from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
-    from lanternpk.report.render import REPORT_FILES, load_run_report, render_report
+    from lanternpk.report.render import REPORT_FILES, load_run_report, load_sbc, render_report
 
     runs = [load_run_report(run_dir) for run_dir in run_dirs]
-    render_report(runs, out=out)
+    sbc = load_sbc(sbc_dir) if sbc_dir is not None else None
+    render_report(runs, out=out, sbc=sbc)
     print(f"wrote {', '.join(str(Path(out) / name) for name in REPORT_FILES)}")
     failed = [str(run.run_dir) for run in runs if not run.diagnostics["passed"]]
     if failed:

@@ -176,6 +176,27 @@ def _read_json(path: Path) -> object | None:
         raise UsageError(f"{path}: not valid JSON ({err})") from err
 
 
+def load_sbc(sbc_dir: str | os.PathLike) -> dict:
+    """The summary (``sbc.json``) and ECDF figure (``sbc_ecdf.png``) of a ``lanternpk sbc`` run.
+
+    Raises
+    ------
+    UsageError
+        If ``sbc_dir`` holds no ``sbc.json``, or a file is malformed or not a PNG.
+    """
+    sbc_dir = Path(sbc_dir)
+    summary = _read_json(sbc_dir / "sbc.json")
+    if not isinstance(summary, dict) or "quantities" not in summary:
+        raise UsageError(f"{sbc_dir} is not a lanternpk sbc directory (no valid sbc.json)")
+    png = None
+    if (sbc_dir / "sbc_ecdf.png").is_file():
+        data = (sbc_dir / "sbc_ecdf.png").read_bytes()
+        if not data.startswith(_PNG_SIGNATURE):
+            raise UsageError(f"{sbc_dir / 'sbc_ecdf.png'}: not a PNG")
+        png = _png("sbc_ecdf.png", data)
+    return {"dir": str(sbc_dir), "summary": summary, "figure": png}
+
+
 # --- formatting ------------------------------------------------------------------------------
 
 def fmt(value: float | None) -> str:
@@ -326,6 +347,21 @@ def _ppc(run: RunReport) -> dict | None:
             "figures": [_png(name, data) for name, data in run.ppc_figures]}
 
 
+def _sbc(sbc: dict | None) -> dict | None:
+    """Header numbers and one row per ranked quantity of an SBC summary."""
+    if sbc is None:
+        return None
+    summary = sbc["summary"]
+    rows = [{"name": str(q.get("name")), "chi": fmt(q.get("chi_square_p")),
+             "ecdf": fmt(q.get("ecdf_p")), "failed": bool(q.get("failed"))}
+            for q in summary["quantities"]]
+    rows.sort(key=lambda r: (not r["failed"], r["name"]))
+    return {"dir": sbc["dir"], "figure": sbc["figure"], "rows": rows,
+            "passed": bool(summary.get("passed")),
+            **{key: summary.get(key) for key in ("n_requested", "n_ok", "n_failed",
+                                                 "n_missing", "n_draws", "alpha", "tests")}}
+
+
 def _run_row(run: RunReport) -> dict:
     p, d, s = run.provenance, run.diagnostics, run.provenance["sampler"]
     return {"label": _label(run), "spec": run.design["spec"], "spec_sha": p["spec_sha256"][:12],
@@ -384,7 +420,7 @@ def _provenance(run: RunReport) -> dict:
     return {"label": _label(run), "fields": items}
 
 
-def build_context(runs: Sequence[RunReport]) -> dict:
+def build_context(runs: Sequence[RunReport], sbc: dict | None = None) -> dict:
     """Everything the templates show, figures included (as PNG data URIs).
 
     The first run is the one whose answer, data, diagnostics and checks are shown; all runs
@@ -426,6 +462,7 @@ def build_context(runs: Sequence[RunReport]) -> dict:
         "runs": [_run_row(r) for r in runs] if len(runs) > 1 else [],
         "same_data": len(data_hashes) == 1,
         "compare": [c for c in (_compare(r) for r in runs) if c is not None],
+        "sbc": _sbc(sbc),
         "barely": _barely(run), "barely_ratio": 0.7,
         "provenance": [_provenance(r) for r in runs],
     }
@@ -448,7 +485,8 @@ def _md_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike) -> Path:
+def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike,
+                  sbc: dict | None = None) -> Path:
     """Write ``index.html``, ``summary.md`` and ``summary.json`` of ``runs`` into ``out``.
 
     Parameters
@@ -456,7 +494,10 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike) -> Path:
     runs : sequence of RunReport
         The first is the run reported on; the others join the comparison.
     out : path-like
-        Report directory; created, or replaced if it holds an earlier report.
+        Report directory; created, or its report files replaced if it holds an earlier
+        report.
+    sbc : dict, optional
+        From :func:`load_sbc`: shown under model comparison and calibration.
 
     Returns
     -------
@@ -470,7 +511,7 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike) -> Path:
     lanternpk.errors.UsageError
         If ``out`` exists and is not a report directory.
     """
-    context = build_context(runs)
+    context = build_context(runs, sbc)
     env = _environment()
     env.filters["md"] = _md_cell
     files = {
