@@ -187,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     from lanternpk.compare import add_compare_parser
     from lanternpk.ppc import add_ppc_parser
     from lanternpk.report import add_report_parser
+    from lanternpk.sbc import add_sbc_parser
 
     add_ppc_parser(commands)
     add_report_parser(commands)
+    add_sbc_parser(commands)
     add_compare_parser(commands)
     return parser
 

@@ -227,9 +227,9 @@ class SbcSettings:
     """How each SBC fit samples and ranks (part of the run key)."""
 
     seed: int = 20261125
-    chains: int = 2
-    tune: int = 500
-    draws: int = 500
+    chains: int = 1
+    tune: int = 400
+    draws: int = 400
     thin_to: int = 99
     target_accept: float = 0.9
     chain_method: str = "sequential"
@@ -363,16 +363,33 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
     ranks = {name: rank(task.truth[name], post[name][keep], rng) for name in task.truth}
     population = [v for v in POPULATION if v in idata.posterior]
     with np.errstate(invalid="ignore", divide="ignore"):
-        rhat = az.rhat(idata, var_names=population)
         ess = az.ess(idata, var_names=population)
-    rhat_max = max(float(np.nanmax(rhat[v].values)) for v in population)
-    ess_min = min(float(np.nanmin(ess[v].values)) for v in population)
+        ess_min = min(float(np.nanmin(ess[v].values)) for v in population)
+        rhat_max = float("nan")  # R-hat needs two chains or more
+        if s.chains > 1:
+            rhat = az.rhat(idata, var_names=population)
+            rhat_max = max(float(np.nanmax(rhat[v].values)) for v in population)
+    divergences = int(idata.sample_stats["diverging"].sum())
+    del model, idata, post
+    _release_compiled()
     return {"index": task.index, "key": task.key, "dataset_sha256": task.dataset_sha256,
             "status": "ok", "ranks": ranks, "n_draws": len(keep),
-            "diagnostics": {"divergences": int(idata.sample_stats["diverging"].sum()),
+            "diagnostics": {"divergences": divergences,
                             "rhat_max": _finite(rhat_max), "ess_bulk_min": _finite(ess_min)},
             "wall_s": round(time.perf_counter() - start, 2), "sampler_seed": sampler_seed,
             "host": platform.node(), "pid": os.getpid()}
+
+
+def _release_compiled() -> None:
+    """Drop this fit's compiled JAX programs: every dataset compiles its own model, and a
+    long-lived worker would otherwise grow by ~0.1 GB per fit (measured) until its nanny
+    restarts it."""
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
 
 
 def _finite(x: float) -> float | None:
@@ -396,6 +413,9 @@ class Backend:
     def abandon(self, future) -> None:
         """Give up on a running future (timeout)."""
 
+    def release(self, future) -> None:
+        """Forget a finished future (its result is written)."""
+
 
 class DaskBackend(Backend):
     """A ``distributed.Client``: one task per worker thread in flight."""
@@ -418,6 +438,10 @@ class DaskBackend(Backend):
 
     def slots(self):
         return max(1, sum(self.client.nthreads().values()))
+
+    def release(self, future):
+        """Let the cluster drop the result, so a lost worker does not make it recompute it."""
+        future.release()
 
     def abandon(self, future):
         """Cancel the future and restart the worker running it (when it has a nanny)."""
@@ -488,10 +512,12 @@ def run_tasks(backend: Backend, fn: Callable, tasks: Iterable[FitTask], *, timeo
             try:
                 record = future.result()
             except Exception as err:  # the fit (or its worker) failed: record, maybe retry
+                backend.release(future)
                 run.attempts.append({"attempt": run.attempt, "status": "error",
                                      "error": _error_text(err), "wall_s": wall})
                 _retry_or_fail(backend, fn, running, run, max_attempts, on_record)
                 continue
+            backend.release(future)
             run.attempts.append({"attempt": run.attempt, "status": "ok", "wall_s": wall})
             record["attempts"] = run.attempts
             on_record(record)
@@ -577,7 +603,7 @@ def _open_client(scheduler: str | None, workers: int):
         except OSError as err:
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None,
+                           dashboard_address=":0",
                            env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                                 "MKL_NUM_THREADS": "1"})
     return Client(cluster), cluster
@@ -696,6 +722,7 @@ def _make_tasks(spec, obs, todo, key, settings, out) -> list[FitTask]:
 
 def _execute(tasks, out, *, n, n_done, scheduler, workers, timeout_s, progress, backend,
              task_fn) -> float:
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -713,7 +740,7 @@ def _execute(tasks, out, *, n, n_done, scheduler, workers, timeout_s, progress, 
     failed = 0
     bar = Progress(TextColumn("sbc fits"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), disable=not progress)
+                   TimeRemainingColumn(), disable=not progress, console=Console(stderr=True))
     history = {t.index: _previous_attempts(out, t.index, t.key) for t in tasks}
 
     def on_record(record):
@@ -781,7 +808,9 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
         "fit_diagnostics": {
             "fits_with_divergences": sum(d["divergences"] > 0 for d in diag),
             "divergences_total": sum(d["divergences"] for d in diag),
-            "fits_rhat_gt_1_01": sum((d["rhat_max"] or np.inf) > 1.01 for d in diag),
+            "fits_rhat_gt_1_01": sum(d["rhat_max"] is not None and d["rhat_max"] > 1.01
+                                     for d in diag),
+            "fits_rhat_not_computed": sum(d["rhat_max"] is None for d in diag),
             "fits_ess_below_L": sum((d["ess_bulk_min"] or 0.0) < n_draws for d in diag),
             "wall_s_median": float(np.median(walls)) if walls else None,
             "wall_s_total": float(np.sum(walls)) if walls else None,
@@ -789,18 +818,22 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
     }
 
 
-def write_outputs(out: Path, summary: dict) -> None:
-    """``ranks.csv``, ``sbc.json`` and ``sbc_ecdf.png`` from the records and summary."""
+def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> None:
+    """``ranks.csv``, ``sbc.json`` and ``sbc_ecdf.png`` from the records of ``out``.
+
+    Written into ``dest`` (default ``out``), each file atomically.
+    """
     import matplotlib.pyplot as plt
 
     from lanternpk.sbc_stats import plot_ecdf
 
+    dest = Path(out if dest is None else dest)
     key = summary["campaign"]["key"]
     records = [json.loads(fit_path(out, i).read_text(encoding="utf-8"))
                for i in range(summary["n_requested"]) if fit_path(out, i).is_file()]
     records = [r for r in records if r.get("key") == key and r["status"] == "ok"]
     table = pd.DataFrame([{"index": r["index"], **r["ranks"]} for r in records])
-    with atomic_path(out / RANKS_FILE) as tmp:
+    with atomic_path(dest / RANKS_FILE) as tmp:
         table.to_csv(tmp, index=False)
     if records:
         ranks = {q["name"]: table[q["name"]].to_numpy() for q in summary["quantities"]}
@@ -808,10 +841,10 @@ def write_outputs(out: Path, summary: dict) -> None:
                  "band_family": summary["band_family"], "n": summary["n_ok"],
                  "alpha": summary["alpha"]}
         fig, _ = plot_ecdf(ranks, summary["n_draws"], tests)
-        with atomic_path(out / PLOT_FILE) as tmp:
+        with atomic_path(dest / PLOT_FILE) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
         plt.close(fig)
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=1, default=_json) + "\n")
+    write_text_atomic(dest / SUMMARY_FILE, json.dumps(summary, indent=1, default=_json) + "\n")
 
 
 def _json(value):

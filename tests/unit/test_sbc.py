@@ -1,0 +1,238 @@
+"""Simulation-based calibration: ranks, uniformity tests, design rows, retry and resume."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from lanternpk.errors import DataError
+from lanternpk.sbc import (
+    ExecutorBackend,
+    FitTask,
+    SbcSettings,
+    design_observations,
+    finished,
+    fit_path,
+    load_design,
+    run_tasks,
+    write_record,
+)
+from lanternpk.sbc_stats import (
+    bin_edges,
+    chi_square_test,
+    ecdf_test,
+    rank,
+    simultaneous_band,
+    uniform_null,
+    uniformity_tests,
+)
+
+L = 99
+
+
+# --- ranks ----------------------------------------------------------------------------------
+
+def test_rank_counts_draws_below_the_truth():
+    rng = np.random.default_rng(0)
+    draws = np.arange(10.0)
+    assert rank(-1.0, draws, rng) == 0
+    assert rank(4.5, draws, rng) == 5
+    assert rank(100.0, draws, rng) == 10
+    assert rank(np.inf, draws, rng) == 10
+
+
+def test_tied_ranks_are_broken_uniformly():
+    """A truth equal to every draw (e.g. an infinite time to undetectable) gets a uniform rank."""
+    rng = np.random.default_rng(1)
+    draws = np.full(9, np.inf)
+    ranks = np.array([rank(np.inf, draws, rng) for _ in range(5000)])
+    counts = np.bincount(ranks, minlength=10)
+    assert ranks.min() == 0 and ranks.max() == 9
+    # each of 10 values has probability 0.1: 500 ± 3.5 sd (sd = sqrt(5000 · 0.1 · 0.9) ≈ 21)
+    assert np.all(np.abs(counts - 500) < 75)
+
+
+def test_rank_refuses_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        rank(float("nan"), np.zeros(3), np.random.default_rng(0))
+
+
+# --- uniformity tests -----------------------------------------------------------------------
+
+def test_bin_edges_cover_every_rank_value():
+    edges = bin_edges(L + 1, 10)
+    assert edges[0] == 0 and edges[-1] == L + 1 and len(edges) == 11
+    assert np.all(np.diff(bin_edges(7, 3)) >= 2)
+
+
+def test_chi_square_accepts_uniform_and_rejects_skewed_ranks():
+    rng = np.random.default_rng(2)
+    uniform = rng.integers(0, L + 1, size=400)
+    assert chi_square_test(uniform, L)["p_value"] > 0.001  # seeded: p ≈ 0.3
+    skewed = rng.integers(0, 30, size=400)  # an overdispersed-low posterior
+    result = chi_square_test(skewed, L)
+    assert result["p_value"] < 1e-12
+    assert sum(result["counts"]) == 400 and sum(result["expected"]) == pytest.approx(400)
+
+
+def test_ecdf_test_and_band():
+    null = uniform_null(200, L, simulations=1000, seed=3)
+    rng = np.random.default_rng(4)
+    assert ecdf_test(rng.integers(0, L + 1, 200), L, null)["p_value"] > 0.01
+    # too-narrow posteriors: ranks pile up at both ends
+    u_shaped = np.where(rng.random(200) < 0.5, rng.integers(0, 10, 200), rng.integers(90, 100, 200))
+    assert ecdf_test(u_shaped, L, null)["p_value"] < 0.002
+    band = simultaneous_band(200, L, null, 0.05)
+    assert np.all(np.array(band["lower"]) <= 0) and np.all(np.array(band["upper"]) >= 0)
+    assert 0 < band["gamma"] < 0.05
+
+
+def test_uniformity_tests_flag_only_the_miscalibrated_quantity():
+    rng = np.random.default_rng(5)
+    ranks = {f"q{i}": rng.integers(0, L + 1, 200) for i in range(5)}
+    ranks["biased"] = np.minimum(rng.integers(0, L + 1, 200) + 30, L)
+    result = uniformity_tests(ranks, L, alpha=0.01, seed=0)
+    assert result["failed"] == ["biased"]
+    assert result["threshold"] == pytest.approx(0.01 / 12)
+
+
+# --- design ---------------------------------------------------------------------------------
+
+def test_design_rows_from_a_design_file_and_a_truth_file(root):
+    small = design_observations(load_design(root / "data/designs/sbc_small.toml"))
+    assert small["animal"].nunique() == 8
+    assert set(small["modality"]) == {"in_vivo", "ex_vivo"}
+    assert (small["lod"] > small["background"]).all() and small.index[0] == 2
+    # an animal sacrificed at 168 h is imaged in vivo at 1, 24 and 168 h only
+    first = small[small["animal"] == "muse01"]
+    assert sorted(first.loc[first["modality"] == "in_vivo", "time_h"].unique()) == [1, 24, 168]
+    als = design_observations(load_design(root / "data/truths/als_mouse.toml"))
+    assert als["animal"].nunique() == 16
+
+
+def test_design_missing_a_background_is_refused(tmp_path, root):
+    text = (root / "data/designs/sbc_small.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("femur = 1.0e3, ", ""))
+    with pytest.raises(DataError, match="background_ex_vivo lacks region 'femur'"):
+        load_design(bad)
+
+
+# --- retry, timeout, resume -------------------------------------------------------------------
+
+def _task(index: int, key: str = "k") -> FitTask:
+    return FitTask(index=index, key=key, spec=None, obs=None, truth={}, settings=SbcSettings())
+
+
+def _run(fn, tasks, *, timeout_s=30.0, done=None):
+    records = []
+    with ThreadPoolExecutor(2) as pool:
+        run_tasks(ExecutorBackend(pool, 2), fn, tasks, timeout_s=timeout_s,
+                  on_record=records.append, poll_s=0.05)
+        if done is not None:
+            done()  # before the pool waits for an abandoned thread
+    return {r["index"]: r for r in records}
+
+
+def _ok(task, attempt):
+    return {"index": task.index, "key": task.key, "status": "ok", "attempt_used": attempt}
+
+
+def test_a_failed_fit_is_retried_once_and_both_attempts_recorded():
+    def flaky(task, attempt):
+        if task.index == 1 and attempt == 1:
+            raise RuntimeError("numerical trouble")
+        return _ok(task, attempt)
+
+    records = _run(flaky, [_task(i) for i in range(3)])
+    assert sorted(records) == [0, 1, 2]
+    assert records[1]["status"] == "ok" and records[1]["attempt_used"] == 2
+    assert [a["status"] for a in records[1]["attempts"]] == ["error", "ok"]
+    assert "numerical trouble" in records[1]["attempts"][0]["error"]
+    assert [a["status"] for a in records[0]["attempts"]] == ["ok"]
+
+
+def test_a_fit_failing_twice_is_recorded_as_failed_not_dropped():
+    def broken(task, attempt):
+        if task.index == 0:
+            raise ValueError(f"bad dataset, attempt {attempt}")
+        return _ok(task, attempt)
+
+    records = _run(broken, [_task(0), _task(1)])
+    assert records[0]["status"] == "failed"
+    assert [a["attempt"] for a in records[0]["attempts"]] == [1, 2]
+    assert records[1]["status"] == "ok"
+
+
+def test_a_timed_out_fit_is_abandoned_and_retried():
+    release = threading.Event()
+
+    def slow_first(task, attempt):
+        if attempt == 1:
+            release.wait(5.0)
+        return _ok(task, attempt)
+
+    start = time.monotonic()
+    elapsed = []
+    records = _run(slow_first, [_task(0)], timeout_s=0.3,
+                   done=lambda: (elapsed.append(time.monotonic() - start), release.set()))
+    assert elapsed[0] < 4.0  # did not wait for the stuck attempt
+    assert records[0]["status"] == "ok" and records[0]["attempt_used"] == 2
+    assert [a["status"] for a in records[0]["attempts"]] == ["timeout", "ok"]
+
+
+def test_resume_keeps_only_finished_records_of_the_same_run(tmp_path):
+    write_record(tmp_path, {"index": 0, "key": "k", "status": "ok", "ranks": {}})
+    write_record(tmp_path, {"index": 1, "key": "other", "status": "ok", "ranks": {}})
+    write_record(tmp_path, {"index": 2, "key": "k", "status": "failed", "attempts": []})
+    fit_path(tmp_path, 3).write_text("{ half written")
+    assert set(finished(tmp_path, 5, "k")) == {0}
+    assert json.loads(fit_path(tmp_path, 0).read_text())["key"] == "k"
+    assert not list((tmp_path / "fits").glob(".*.tmp"))
+
+
+# --- quantities -----------------------------------------------------------------------------
+
+def test_every_population_parameter_and_estimand_is_ranked(root):
+    """Truth (a prior draw) and posterior go through the same function: same names, order."""
+    import xarray as xr
+
+    from lanternpk.fit import design_record
+    from lanternpk.model import prepare_data
+    from lanternpk.sbc import quantities
+    from lanternpk.spec import load_spec
+
+    spec = load_spec(root / "models/muse_vs_msc.toml")
+    obs = design_observations(load_design(root / "data/designs/sbc_small.toml"))
+    design = design_record(spec, obs, prepare_data(spec, obs))
+    n_ct, n_org, s = len(spec.cell_types), len(spec.organs), 3
+
+    def var(*shape, value=0.1):
+        dims = ("chain", "draw", *({n_ct: "cell_type", n_org: "organ"}[n] for n in shape))
+        return dims, np.full((1, s, *shape), value)
+
+    group = xr.Dataset({
+        "first_pass": var(n_ct, n_org, value=0.05), "release": var(n_ct, value=0.5),
+        "loss": var(n_ct, n_org, value=0.2), "photons_per_cell": var(value=400.0),
+        "transmission_in_vivo": var(n_org, value=0.01),
+        "transmission_ex_vivo": var(n_org, value=0.3), "sd_first_pass": var(),
+        "sd_release": var(), "sd_loss": var(), "image_gain_sd": var(), "residual_sd": var()})
+    values = quantities(group, spec, design)
+    assert all(v.shape == (s,) for v in values.values())
+    families = {}
+    for name in values:
+        families[name.split("[")[0]] = families.get(name.split("[")[0], 0) + 1
+    assert families == {
+        "first_pass": 8, "release": 2, "loss": 8, "photons_per_cell": 1,
+        "transmission_in_vivo": 4, "transmission_ex_vivo": 4, "sd_first_pass": 1,
+        "sd_release": 1, "sd_loss": 1, "image_gain_sd": 1, "residual_sd": 1,
+        "first_pass_fraction": 8, "homing_fraction": 8, "half_life_d": 8,
+        "engrafted_fraction": 48, "time_to_undetectable_d": 14}
+    assert values["half_life_d[msc,lung]"] == pytest.approx(np.log(2) / 0.2)
+    assert "engrafted_fraction[muse,spinal_cord,56d]" in values
+    assert "time_to_undetectable_d[msc,femur,ex_vivo]" in values
