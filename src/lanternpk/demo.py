@@ -4,7 +4,9 @@ Validates and describes every bundled study (``data/*/observations.csv``), fits 
 model to the ALS-like study with default sampler settings into ``reports/demo/run``, runs the
 posterior predictive checks (``reports/demo/run/ppc/``), renders the report
 (``reports/demo/index.html``, ``summary.md``, ``summary.json``) and prints the one-screen
-summary, the predictive check table and the path of the report.
+summary, the predictive check table and the path of the report. The report also shows the
+simulation-based calibration of the default spec recorded in ``bench/results/sbc/`` (see
+``bench/sbc.md``) when the checkout has it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from lanternpk.inference import SamplerSettings
 
 DEMO_STUDY = "als_mouse"
 DEMO_SPEC = "models/muse_vs_msc.toml"
+#: The recorded SBC campaign of DEMO_SPEC (bench/sbc.md), shown in the demo report.
+DEMO_SBC = "bench/results/sbc"
 
 
 def bundled_studies(root: Path) -> list[Path]:
@@ -53,7 +57,7 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
         The fit; its ``summary["diagnostics"]["passed"]`` decides the exit status.
     """
     from lanternpk.ppc import format_report, run_ppc
-    from lanternpk.report import load_run_report, render_report
+    from lanternpk.report import load_run_report, load_sbc, render_report
 
     for study in bundled_studies(root):
         observations = load_observations(study / "observations.csv")
@@ -72,6 +76,8 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
     print(format_summary(result.summary))
     print("\nposterior predictive checks …", flush=True)
     print(format_report(run_ppc(result.run_dir, draws=ppc_draws)))
-    render_report([load_run_report(result.run_dir)], out=out)
+    sbc_dir = root / DEMO_SBC
+    sbc = load_sbc(sbc_dir) if (sbc_dir / "sbc.json").is_file() else None
+    render_report([load_run_report(result.run_dir)], out=out, sbc=sbc)
     print(f"\nrun: {result.run_dir}\nreport: {out / 'index.html'}")
     return result

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +28,7 @@ from lanternpk.diagnostics import check_convergence
 from lanternpk.errors import DataError, Problem, UsageError
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
+from lanternpk.io import staging_directory
 from lanternpk.model import ModelData, build_model, prepare_data
 from lanternpk.spec import ModelSpec, load_spec
 
@@ -195,7 +195,7 @@ def make_summary(idata: az.InferenceData, design: dict, diagnostics: dict,
 
 def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_directory(out_dir)
     try:
         idata.to_netcdf(staging / POSTERIOR_FILE)
         for name, record in (("provenance.json", provenance), ("diagnostics.json", diagnostics),

@@ -15,7 +15,9 @@ import pandas as pd
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; rename it onto ``target`` only if the block succeeds.
 
-    Nothing is left behind on failure, and a reader never sees a half-written file.
+    Nothing is left behind on failure, and a reader never sees a half-written file. The file
+    gets the permissions of a newly created file (``0o666`` less the umask), not the
+    owner-only ones of :func:`tempfile.mkstemp`.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -24,9 +26,29 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def staging_directory(target: str | os.PathLike) -> Path:
+    """A new empty directory beside ``target``, to be filled and renamed onto it.
+
+    It gets the permissions of a newly created directory (``0o777`` less the umask), not
+    the owner-only ones of :func:`tempfile.mkdtemp`.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())
+    return staging
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:

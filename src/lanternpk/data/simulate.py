@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lanternpk import __version__
 from lanternpk.data.schema import OBSERVATION_COLUMNS
 from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
-from lanternpk.io import write_table_atomic, write_text_atomic
+from lanternpk.io import staging_directory, write_table_atomic, write_text_atomic
 from lanternpk.solver.closed_form import organ_cells
 from lanternpk.tomlfile import load_toml_model
 
@@ -404,7 +403,7 @@ def write_study(
         "files": ["observations.csv", "calibration.csv", "truth.json"],
     }
     names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_directory(out_dir)
     try:
         write_table_atomic(staging / names[0], study.observations)
         write_table_atomic(staging / names[1], study.calibration)

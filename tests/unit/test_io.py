@@ -1,0 +1,41 @@
+"""Atomic writes: complete files only, nothing left behind, ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from lanternpk.io import atomic_path, staging_directory, write_text_atomic
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_file_has_the_permissions_of_a_new_file(tmp_path, umask_022):
+    target = tmp_path / "report.html"
+    write_text_atomic(target, "<p>hi</p>")
+    assert target.read_text() == "<p>hi</p>"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_staging_directory_has_the_permissions_of_a_new_directory(tmp_path, umask_022):
+    staging = staging_directory(tmp_path / "run")
+    assert staging.parent == tmp_path and staging.name.startswith(".run.")
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o755
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
