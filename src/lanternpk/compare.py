@@ -89,6 +89,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lanternpk.argtypes import non_negative_int, positive_int
 from lanternpk.errors import EXIT_OK, UsageError
 
 COMPARE_FILE = "compare.json"
@@ -959,26 +960,6 @@ def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: i
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def _cmd_compare(args: argparse.Namespace) -> int:
     return run_compare_command(args.run_dirs, refit=not args.no_refit,
                                refit_draws=args.refit_draws, max_refits=args.max_refits,
@@ -1006,15 +987,15 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                    help="run directories written by lanternpk fit (two or more)")
     p.add_argument("--no-refit", action="store_true",
                    help="never refit; animals with Pareto k > 0.7 only give a warning")
-    p.add_argument("--refit-draws", type=_positive_int, default=None,
+    p.add_argument("--refit-draws", type=positive_int, default=None,
                    help="draws per chain of each refit (default: the run's own settings)")
-    p.add_argument("--max-refits", type=_non_negative_int, default=None,
+    p.add_argument("--max-refits", type=non_negative_int, default=None,
                    help="at most this many refits per run, worst Pareto k first "
                    "(default: every animal with k > 0.7)")
-    p.add_argument("--draws", type=_positive_int, default=None,
+    p.add_argument("--draws", type=positive_int, default=None,
                    help="posterior draws used for the log-likelihood, evenly spaced "
                    "(default: all)")
-    p.add_argument("--is-draws", type=_positive_int, default=DEFAULT_IS_DRAWS,
+    p.add_argument("--is-draws", type=positive_int, default=DEFAULT_IS_DRAWS,
                    help="importance draws of a held-out animal's new random effects per "
                    f"refit posterior draw (default {DEFAULT_IS_DRAWS})")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lanternpk.argtypes import positive_int
 from lanternpk.errors import EXIT_OK, UsageError
 
 PPC_DIR = "ppc"
@@ -555,16 +556,6 @@ def run_ppc_command(run_dir: Path, *, draws: int | None, device: str, seed: int,
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _cmd_ppc(args: argparse.Namespace) -> int:
     return run_ppc_command(args.run_dir, draws=args.draws, device=args.device, seed=args.seed,
                            data_path=args.data)
@@ -585,7 +576,7 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
         "from the run's; 2 usage error.",
     )
     p.add_argument("run_dir", type=Path, help="run directory written by lanternpk fit")
-    p.add_argument("--draws", type=_positive_int, default=None,
+    p.add_argument("--draws", type=positive_int, default=None,
                    help="posterior draws to simulate from, evenly spaced (default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to simulate (auto: a GPU when JAX sees one, else CPU)")

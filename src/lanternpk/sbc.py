@@ -57,6 +57,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
+from lanternpk.argtypes import positive_int
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
@@ -875,12 +876,6 @@ def format_summary(summary: dict) -> str:
 
 # --- command line ---------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
 
 def _cmd_sbc(args: argparse.Namespace) -> int:
     for path, what in ((args.spec, "spec"), (args.truth_design, "design")):
@@ -915,18 +910,18 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--truth-design", required=True, metavar="DESIGN.toml",
                    help="study design TOML (data/designs/) or a truth file (its parameters "
                    "are ignored)")
-    p.add_argument("--n", required=True, type=_positive_int, help="number of fits")
+    p.add_argument("--n", required=True, type=positive_int, help="number of fits")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="address of an existing Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="local cluster worker processes, one thread each (default: CPUs)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"campaign directory (default: {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=SbcSettings.seed)
-    p.add_argument("--chains", type=_positive_int, default=SbcSettings.chains)
+    p.add_argument("--chains", type=positive_int, default=SbcSettings.chains)
     p.add_argument("--tune", type=int, default=SbcSettings.tune)
-    p.add_argument("--draws", type=_positive_int, default=SbcSettings.draws)
-    p.add_argument("--thin-to", type=_positive_int, default=SbcSettings.thin_to,
+    p.add_argument("--draws", type=positive_int, default=SbcSettings.draws)
+    p.add_argument("--thin-to", type=positive_int, default=SbcSettings.thin_to,
                    help="L, posterior draws each rank is computed against (default: "
                    f"{SbcSettings.thin_to})")
     p.add_argument("--target-accept", type=float, default=SbcSettings.target_accept)

@@ -1,0 +1,25 @@
+"""Argument types of the command line: checked conversions with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1 (counts of draws, fits, workers)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer ≥ 0 (limits where 0 means none)."""
+    return _int_at_least(text, 0)
