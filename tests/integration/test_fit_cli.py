@@ -86,3 +86,15 @@ def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys):
     assert "row 2, column 'cell_type'" in err and "'neuron'" in err
     assert "cell type not in spec" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_explicit_blood_spec_fits_and_summarizes(root, tmp_path, capsys):
+    """The explicit-blood spec has one more reported parameter (blood_efflux, 1/day)."""
+    out = tmp_path / "blood"
+    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
+               str(root / "models/explicit_blood.toml"), "--out", str(out), *TINY])
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    capsys.readouterr()
+    assert main(["summarize", str(out), "--json"]) == rc
+    summary = json.loads(capsys.readouterr().out)
+    assert {e["name"] for e in summary["estimands"]} >= {"homing_fraction", "half_life_d"}
