@@ -48,6 +48,7 @@ import platform
 import time
 import tomllib
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -399,23 +400,28 @@ def _finite(x: float) -> float | None:
 
 # --- orchestration ------------------------------------------------------------------------
 
-class Backend:
+class Backend(ABC):
     """Where fits run: ``submit``, ``wait_any``, ``slots`` and ``abandon`` over futures."""
 
+    @abstractmethod
     def submit(self, fn: Callable, task, attempt: int):
-        raise NotImplementedError
+        """Start ``fn(task, attempt)``; return its future."""
 
+    @abstractmethod
     def wait_any(self, futures: list, timeout: float) -> list:
-        raise NotImplementedError
+        """The futures of ``futures`` that finish within ``timeout`` seconds."""
 
+    @abstractmethod
     def slots(self) -> int:
-        raise NotImplementedError
+        """How many tasks may be in flight at once."""
 
     def abandon(self, future) -> None:
-        """Give up on a running future (timeout)."""
+        """Give up on a running future (timeout); by default, nothing to do."""
+        return None
 
     def release(self, future) -> None:
-        """Forget a finished future (its result is written)."""
+        """Forget a finished future (its result is written); by default, nothing to do."""
+        return None
 
 
 class DaskBackend(Backend):
