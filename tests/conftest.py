@@ -1,7 +1,8 @@
-"""Shared fixtures: paths of the bundled data and specs."""
+"""Shared fixtures: paths of the bundled data and specs, and tiny fits of the bundled study."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def root() -> Path:
     """The checkout, holding data/, models/ and bench/."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def fit_bundled(root) -> Callable[..., int]:
+    """``fit(out, *, draws, tune, chains=2, data=None)``: `lanternpk fit` of the ALS study.
+
+    Fits ``models/muse_vs_msc.toml`` with the bundled standard curve, quietly, to ``data``
+    (default: the bundled ALS-like observations) and returns the exit status.
+    """
+    from lanternpk.cli import main
+
+    def fit(out: Path, *, draws: int, tune: int, chains: int = 2, data: Path | None = None
+            ) -> int:
+        data = data or root / "data/als_mouse/observations.csv"
+        return main(["fit", str(data), "--model", str(root / "models/muse_vs_msc.toml"),
+                     "--calibration", str(root / "data/als_mouse/calibration.csv"),
+                     "--out", str(out), "--chains", str(chains), "--draws", str(draws),
+                     "--tune", str(tune), "--quiet"])
+
+    return fit

@@ -13,12 +13,9 @@ TINY = ["--chains", "2", "--draws", "60", "--tune", "60", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(root, tmp_path_factory):
+def tiny_run(fit_bundled, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "als"
-    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
-               str(root / "models/muse_vs_msc.toml"), "--calibration",
-               str(root / "data/als_mouse/calibration.csv"), "--out", str(out), *TINY])
-    return rc, out
+    return fit_bundled(out, draws=60, tune=60), out
 
 
 def test_fit_writes_a_complete_run(tiny_run):

@@ -11,7 +11,6 @@ import pytest
 from lanternpk.cli import main
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, EXIT_USAGE
 
-TINY = ["--chains", "2", "--draws", "100", "--tune", "100", "--quiet"]
 COVERAGE_KEYS = {"region", "modality", "time_h", "n", "n_censored", "coverage_50",
                  "coverage_90", "below_lod_observed", "below_lod_predicted", "flagged"}
 VPC_GROUPS = {"femur_ex_vivo", "femur_in_vivo", "lung_ex_vivo", "lung_in_vivo",
@@ -19,11 +18,9 @@ VPC_GROUPS = {"femur_ex_vivo", "femur_in_vivo", "lung_ex_vivo", "lung_in_vivo",
 
 
 @pytest.fixture(scope="module")
-def tiny_run(root, tmp_path_factory):
+def tiny_run(fit_bundled, tmp_path_factory):
     out = tmp_path_factory.mktemp("ppc_runs") / "als"
-    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
-               str(root / "models/muse_vs_msc.toml"), "--calibration",
-               str(root / "data/als_mouse/calibration.csv"), "--out", str(out), *TINY])
+    rc = fit_bundled(out, draws=100, tune=100)
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
     return out
 

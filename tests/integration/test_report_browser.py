@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from lanternpk.cli import main
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
 from lanternpk.report import run_report_command
 
@@ -43,7 +42,7 @@ def _chromedriver() -> str:
 
 
 @pytest.fixture(scope="module")
-def report(root, tmp_path_factory) -> Path:
+def report(root, fit_bundled, tmp_path_factory) -> Path:
     """The demo report in CI; elsewhere a report of a tiny fit with a stand-in PPC figure."""
     if os.environ.get("CI"):
         demo = root / "reports" / "demo"
@@ -53,10 +52,7 @@ def report(root, tmp_path_factory) -> Path:
         return demo
     base = tmp_path_factory.mktemp("browser")
     run_dir = base / "run"
-    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
-               str(root / "models/muse_vs_msc.toml"), "--calibration",
-               str(root / "data/als_mouse/calibration.csv"), "--out", str(run_dir),
-               "--chains", "2", "--draws", "60", "--tune", "60", "--quiet"])
+    rc = fit_bundled(run_dir, draws=60, tune=60)
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
     (run_dir / "ppc").mkdir()
     fig = Figure(figsize=(4, 2))

@@ -29,7 +29,6 @@ import pymc as pm
 import pytest
 from scipy.stats import ks_2samp
 
-from lanternpk.cli import main
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
 from lanternpk.model import build_model, prepare_data
@@ -63,13 +62,10 @@ def setting(root):
 
 
 @pytest.fixture(scope="module")
-def fitted(root, tmp_path_factory):
+def fitted(fit_bundled, tmp_path_factory):
     """The posterior group of a tiny fit of the ALS study."""
     out = tmp_path_factory.mktemp("equivalence") / "als"
-    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
-               str(root / "models/muse_vs_msc.toml"), "--calibration",
-               str(root / "data/als_mouse/calibration.csv"), "--out", str(out), "--chains", "2",
-               "--draws", "60", "--tune", "60", "--quiet"])
+    rc = fit_bundled(out, draws=60, tune=60)
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
     return az.from_netcdf(out / "posterior.nc").posterior
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from lanternpk.cli import main
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
 from lanternpk.fit import summary_from_run
 from lanternpk.report import add_report_parser, run_report_command
@@ -35,21 +34,18 @@ from lanternpk.report.render import (
 
 EVIL = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-TINY = ["--chains", "2", "--draws", "60", "--tune", "60", "--quiet"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run_dir(root, tmp_path_factory) -> Path:
+def run_dir(root, fit_bundled, tmp_path_factory) -> Path:
     """A tiny fit of the bundled ALS-like study, renamed to a script tag."""
     base = tmp_path_factory.mktemp("report_run")
     data = base / "observations.csv"
     text = (root / "data/als_mouse/observations.csv").read_text(encoding="utf-8")
     data.write_text(text.replace("als_mouse_synthetic", EVIL), encoding="utf-8")
     out = base / "run"
-    rc = main(["fit", str(data), "--model", str(root / "models/muse_vs_msc.toml"),
-               "--calibration", str(root / "data/als_mouse/calibration.csv"),
-               "--out", str(out), *TINY])
+    rc = fit_bundled(out, draws=60, tune=60, data=data)
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
     return out
 
