@@ -691,21 +691,12 @@ class _Run:
 
 def _open_run(run_dir: Path):
     from lanternpk.data.load import load_observations
-    from lanternpk.fit import POSTERIOR_FILE, load_run
+    from lanternpk.fit import load_run_with_inputs
     from lanternpk.model import prepare_data
     from lanternpk.spec import load_spec
 
     run_dir = Path(run_dir)
-    if not (run_dir / POSTERIOR_FILE).is_file():
-        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
-    _, _, provenance = load_run(run_dir)
-    spec_path, data_path = Path(provenance["spec_file"]), Path(provenance["data_file"])
-    for path, what in ((spec_path, "spec"), (data_path, "data")):
-        if not path.is_file():
-            raise UsageError(f"{run_dir} was fit with {what} {path}, which is not there "
-                             "(relative paths are relative to where `lanternpk fit` ran); run "
-                             "lanternpk compare from that directory")
-    idata, _, provenance = load_run(run_dir, spec_path=spec_path, data_path=data_path)
+    idata, provenance, spec_path, data_path = load_run_with_inputs(run_dir, command="compare")
     spec = load_spec(spec_path)
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))

@@ -233,6 +233,13 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
     idata = az.from_netcdf(posterior)
     provenance = json.loads(idata.attrs["lanternpk_provenance"])
     design = json.loads(idata.attrs["lanternpk_design"])
+    _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)
+    return idata, design, provenance
+
+
+def _check_inputs(run_dir: Path, provenance: dict, *, spec_path: Path | None,
+                  data_path: Path | None) -> None:
+    """Raise :class:`DataError` if a given spec or data file is not the one of the run."""
     problems = []
     for path, key in ((spec_path, "spec_sha256"), (data_path, "data_sha256")):
         if path is not None and file_sha256(path) != provenance[key]:
@@ -241,7 +248,52 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
                 f"{provenance[key.replace('_sha256', '_file')]} (sha256 {provenance[key][:12]}…)"))
     if problems:
         raise DataError(problems)
-    return idata, design, provenance
+
+
+def load_run_with_inputs(run_dir: Path, *, command: str, data_path: Path | None = None,
+                         data_hint: str = "") -> tuple[az.InferenceData, dict, Path, Path]:
+    """Open a run with the spec and data files it was fit to, checked by sha256.
+
+    The paths are those recorded in the run's provenance (relative to where ``lanternpk fit``
+    ran), or ``data_path`` for the data when given. The posterior is read once.
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run directory.
+    command : str
+        The sub-command asking (named in the error messages).
+    data_path : Path, optional
+        The observations file, when it is no longer at the recorded path.
+    data_hint : str
+        Appended to the message when the recorded data file is missing (e.g. an option).
+
+    Returns
+    -------
+    idata, provenance, spec_path, data_path
+
+    Raises
+    ------
+    UsageError
+        Not a run, or a file is missing.
+    DataError
+        The spec or data file differs from the run's.
+    """
+    idata, _, provenance = load_run(run_dir)
+    spec_path = Path(provenance["spec_file"])
+    recorded = data_path is None
+    data_path = Path(provenance["data_file"]) if recorded else Path(data_path)
+    for path, what in ((spec_path, "spec"), (data_path, "data")):
+        if path.is_file():
+            continue
+        if what == "data" and not recorded:
+            raise UsageError(f"--data: no such file: {path}")
+        hint = data_hint if what == "data" else ""
+        raise UsageError(f"{run_dir} was fit with {what} {path}, which is not there (relative "
+                         "paths are relative to where `lanternpk fit` ran); run lanternpk "
+                         f"{command} from that directory{hint}")
+    _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)
+    return idata, provenance, spec_path, data_path
 
 
 def summary_from_run(run_dir: Path, **kwargs) -> dict:

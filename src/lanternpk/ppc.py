@@ -355,27 +355,6 @@ class PpcResult:
     wall_s: float
 
 
-def _resolve_inputs(run_dir: Path, data_path: Path | None):
-    from lanternpk.fit import load_run
-
-    _, _, provenance = load_run(run_dir)
-    spec_path = Path(provenance["spec_file"])
-    if not spec_path.is_file():
-        raise UsageError(f"the run was fit with spec {provenance['spec_file']}, which is not "
-                         "there (relative paths are relative to where `lanternpk fit` ran); "
-                         "run lanternpk ppc from that directory")
-    if data_path is None:
-        data_path = Path(provenance["data_file"])
-        if not data_path.is_file():
-            raise UsageError(f"the run was fit to {provenance['data_file']}, which is not "
-                             "there; pass --data FILE (checked against the run's sha256)")
-    elif not Path(data_path).is_file():
-        raise UsageError(f"--data: no such file: {data_path}")
-    idata, _, provenance = load_run(run_dir, spec_path=spec_path,
-                                    data_path=Path(data_path))
-    return idata, provenance, spec_path, Path(data_path)
-
-
 def predictive_to_idata(pred, obs: pd.DataFrame, *, n_chains: int, attrs: dict):
     """The posterior predictive as ArviZ InferenceData (dims chain, draw, obs).
 
@@ -442,7 +421,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
         raise UsageError(f"--draws must be at least 1, got {draws}")
     from lanternpk import __version__
     from lanternpk.data.load import load_observations
-    from lanternpk.fit import POSTERIOR_FILE
+    from lanternpk.fit import POSTERIOR_FILE, load_run_with_inputs
     from lanternpk.io import atomic_path, write_text_atomic
     from lanternpk.model import prepare_data
     from lanternpk.predictive import posterior_predictive, resolve_device
@@ -451,7 +430,9 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     if not (run_dir / POSTERIOR_FILE).is_file():
         raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
     dev = resolve_device(device)
-    idata, provenance, spec_path, data_path = _resolve_inputs(run_dir, data_path)
+    idata, provenance, spec_path, data_path = load_run_with_inputs(
+        run_dir, command="ppc", data_path=data_path,
+        data_hint=", or pass --data FILE (checked against the run's sha256)")
     spec = load_spec(spec_path)
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))
