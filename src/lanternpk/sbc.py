@@ -339,9 +339,9 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
         parameters), ``wall_s``, ``sampler_seed``, ``host``.
     """
     import arviz as az
-    import pymc as pm
 
     from lanternpk.fit import design_record
+    from lanternpk.inference import SamplerSettings, sample
     from lanternpk.model import build_model, prepare_data
     from lanternpk.predictive import thin_indices
     from lanternpk.sbc_stats import rank
@@ -352,13 +352,9 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
     sampler_seed %= 2**31
     data = prepare_data(task.spec, task.obs, source=f"sbc dataset {task.index}")
     model = build_model(task.spec, data)
-    with model:
-        idata = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=1,
-                          nuts_sampler="numpyro", random_seed=sampler_seed,
-                          target_accept=s.target_accept, progressbar=False,
-                          compute_convergence_checks=False,
-                          idata_kwargs={"log_likelihood": False},
-                          nuts_sampler_kwargs={"chain_method": s.chain_method})
+    idata = sample(model, SamplerSettings(draws=s.draws, tune=s.tune, chains=s.chains,
+                                          seed=sampler_seed, target_accept=s.target_accept),
+                   progressbar=False, chain_method=s.chain_method)
     post = quantities(idata.posterior, task.spec, design_record(task.spec, task.obs, data))
     keep = thin_indices(s.chains * s.draws, s.thin_to)
     rng = np.random.default_rng(rank_seed)
