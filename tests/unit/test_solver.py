@@ -196,3 +196,23 @@ def test_no_nan_gradient_at_coincidence_and_long_times():
             grads = jax.grad(_jax_objective, argnums=(0, 1, 2))(f, jnp.asarray(r), k, t, q)
             for g in grads:
                 assert np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.parametrize("rate", [1e-4, 0.3, 2.0])
+def test_phi_gradient_is_exact_at_coincident_rates(rate):
+    """At a == b, d phi / d a = d phi / d b = -t² exp(-a t) / 2 on every backend.
+
+    phi(a, b, t) is smooth through a == b; a form that broke the tie of ``min``/``abs`` on
+    each of them separately would get the wrong one-sided mixture here.
+    """
+    t = np.array([1e-3, 0.5, 7.0, 90.0])
+    expected = -0.5 * t**2 * np.exp(-rate * t)
+    a = jnp.full(t.shape, rate)
+    grad_a, grad_b = jax.grad(lambda a, b: jnp.sum(phi(a, b, t, xp=jnp)), argnums=(0, 1))(a, a)
+    np.testing.assert_allclose(grad_a, expected, rtol=1e-10)
+    np.testing.assert_allclose(grad_b, expected, rtol=1e-10)
+    ap, bp = pt.dvector("a"), pt.dvector("b")
+    total = pt.sum(phi(ap, bp, t, xp=pt))
+    grads = pytensor.function([ap, bp], pytensor.grad(total, [ap, bp]))(a, a)
+    for g in grads:
+        np.testing.assert_allclose(g, expected, rtol=1e-10)

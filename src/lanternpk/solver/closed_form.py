@@ -42,10 +42,9 @@ import numpy as np
 
 Array = Any
 
-#: Half-gap |b - a| t / 2 below which phi uses its symmetric (sinh) form.
-_SYMMETRIC_BELOW = 1.0
-#: Half-gap below which sinh(y) / y is evaluated by its Taylor series.
-_SERIES_BELOW = 1e-4
+#: |b - a| t below which (1 - exp(-x)) / x is evaluated by its Taylor series (the first
+#: omitted term, x⁴/120, is < 1e-14 there).
+_SERIES_BELOW = 1e-3
 
 
 def _where(xp: ModuleType, cond: Array, a: Array, b: Array) -> Array:
@@ -55,11 +54,14 @@ def _where(xp: ModuleType, cond: Array, a: Array, b: Array) -> Array:
 def phi(a: Array, b: Array, t: Array, *, xp: ModuleType = np) -> Array:
     """Convolution of two unit exponentials, ``∫_0^t exp(-a s) exp(-b (t - s)) ds``.
 
-    Two exact forms are blended. Near coincidence (``y = (b - a) t / 2`` small)
-    ``phi = t exp(-(a + b) t / 2) sinh(y) / y``, smooth and even in ``b - a``, so its
-    derivatives are right at ``a == b`` on every backend (no tie-breaking of ``min``/``abs``).
-    Far apart, ``phi = t exp(-min(a, b) t) (1 - exp(-x)) / x`` with ``x = |b - a| t``, which
-    never overflows. Both branches are finite everywhere, so gradients are too.
+    Written as ``phi = t exp(-lo t) h(gap t)`` with ``lo = min(a, b)``, ``gap = |b - a|``
+    and ``h(x) = (1 - exp(-x)) / x``: the exponent is ≤ 0 and exact, so nothing overflows or
+    cancels however far apart the rates are, and ``h`` is taken from ``expm1`` (or its Taylor
+    series for ``x < 1e-3``), so nothing cancels when they nearly coincide. ``lo`` and
+    ``gap`` are picked by one ``where`` on ``a <= b``: at ``a == b`` both follow the same
+    one-sided branch, whose derivative is the true one because ``phi`` is smooth there (a
+    separate ``min`` and ``abs`` would each break the tie their own way, and backends differ).
+    Both branches are finite everywhere, so reverse-mode gradients are too.
 
     Parameters
     ----------
@@ -75,19 +77,14 @@ def phi(a: Array, b: Array, t: Array, *, xp: ModuleType = np) -> Array:
     array
         ``(exp(-a t) - exp(-b t)) / (b - a)``, days; ``t exp(-a t)`` when ``a == b``.
     """
-    y = 0.5 * (b - a) * t
-    near = xp.abs(y) < _SYMMETRIC_BELOW
-    # symmetric form, evaluated on a clamped copy of y so that it stays finite everywhere
-    y_near = _where(xp, near, y, xp.zeros_like(y))
-    tiny = xp.abs(y_near) < _SERIES_BELOW
-    y_div = _where(xp, tiny, xp.ones_like(y_near), y_near)
-    y2 = y_near * y_near
-    sinhc = _where(xp, tiny, 1.0 + y2 / 6.0 + y2 * y2 / 120.0, xp.sinh(y_div) / y_div)
-    symmetric = t * xp.exp(-0.5 * (a + b) * t) * sinhc
-    # far form, with x clamped away from 0 for the same reason
-    x = _where(xp, near, 2.0 * _SYMMETRIC_BELOW * xp.ones_like(y), 2.0 * xp.abs(y))
-    far = t * xp.exp(-xp.minimum(a, b) * t) * (-xp.expm1(-x) / x)
-    return _where(xp, near, symmetric, far)
+    a_lower = a <= b
+    lo = _where(xp, a_lower, a, b)
+    x = _where(xp, a_lower, b - a, a - b) * t
+    tiny = x < _SERIES_BELOW
+    x_safe = _where(xp, tiny, xp.ones_like(x), x)
+    h = _where(xp, tiny, 1.0 - x / 2.0 + x * x / 6.0 - x * x * x / 24.0,
+               -xp.expm1(-x_safe) / x_safe)
+    return t * xp.exp(-lo * t) * h
 
 
 def _prepare(first_pass: Array, release: Array, loss: Array, t: Array, filter_index: int):
