@@ -140,11 +140,13 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
     """numpyro NUTS on PyMC's JAX log density, returning what ``pm.sample`` would.
 
     Same log density, jitter, NUTS settings and output as ``pm.sample(nuts_sampler=
-    "numpyro")``, without its overhead on this model (measured, ALS study, 2 cores):
+    "numpyro")``, with less overhead (measured, ALS study, 2 cores; bench/results/fit.md):
     ``pm.sample`` assigns PyMC step methods first (symbolic gradients, ~7 s) and checks the
-    jittered starting points op by op (~10 s), before numpyro's ~25 s of sampling.
+    jittered starting points op by op (~10 s); and numpyro here moves one flat parameter
+    vector instead of PyMC's list of 16 arrays, which makes a leapfrog step 54 → 32 µs.
     """
     import jax
+    from jax.flatten_util import ravel_pytree
     from numpyro.infer import MCMC, NUTS
     from pymc.sampling.jax import get_jaxified_graph
 
@@ -154,24 +156,30 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
         return log_density(*values)[0]
 
     init = jittered_initial_points(model, logp, chains=settings.chains, seed=settings.seed)
+    per_chain = [ravel_pytree([x[c] for x in init])[0] for c in range(settings.chains)]
+    unravel = ravel_pytree([x[0] for x in init])[1]
     if chain_method == "parallel" and jax.local_device_count() < settings.chains:
         chain_method = "sequential"  # what numpyro would do, without its warning
-    mcmc = MCMC(NUTS(potential_fn=lambda x: -logp(x), target_accept_prob=settings.target_accept),
+    # jitted: numpyro evaluates the potential's gradient at the start outside any jit, which
+    # would otherwise compile each of its ~450 operations separately (~13 s here)
+    potential = jax.jit(lambda flat: -logp(unravel(flat)))
+    mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=settings.target_accept),
                 num_warmup=settings.tune, num_samples=settings.draws,
                 num_chains=settings.chains, chain_method=chain_method,
                 progress_bar=progressbar)
     start = time.perf_counter()
+    several = settings.chains > 1
     mcmc.run(jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
-             if settings.chains > 1 else jax.random.PRNGKey(settings.seed),
-             init_params=init if settings.chains > 1 else [x[0] for x in init],
+             if several else jax.random.PRNGKey(settings.seed),
+             init_params=jax.numpy.stack(per_chain) if several else per_chain[0],
              extra_fields=("num_steps", "potential_energy", "energy", "adapt_state.step_size",
                            "accept_prob", "diverging"))
-    raw = mcmc.get_samples(group_by_chain=True)
+    flat_draws = mcmc.get_samples(group_by_chain=True)  # (chain, draw, parameter)
     sampling_s = time.perf_counter() - start
 
     outputs = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
     constrain = get_jaxified_graph(inputs=model.value_vars, outputs=outputs)
-    values = jax.jit(jax.vmap(jax.vmap(constrain)))(*raw)
+    values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
     coords, dims = coords_and_dims_for_inferencedata(model)
     attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,
              "inference_library": "numpyro"}
