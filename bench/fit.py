@@ -7,6 +7,9 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
   min bulk ESS / wall second, divergences;
 - scaling of the default sampler with the number of animals (16, 32, 64, 128; studies
   simulated from the ALS truth with more animals per sacrifice group);
+- the command a user runs, `lanternpk fit` on the bundled study with default settings, timed
+  as a fresh process (imports, validation, compile, sampling, prior draws, diagnostics,
+  summary, writing the run directory);
 - the same model with the kinetics solved by `pymc.ode.DifferentialEquation`: one
   log-density + gradient evaluation is timed and the fit time is extrapolated from the
   gradient evaluations numpyro used (said so in the output; not sampled, it would take hours).
@@ -23,6 +26,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 import argparse
 import json
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -91,6 +97,19 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int) -> dict:
             "gradient_evaluations_sampling": grad_evals}
 
 
+def cli_fit_seconds() -> float:
+    """Wall seconds of ``lanternpk fit`` on the bundled ALS study (defaults, fresh process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "lanternpk.cli", "fit",
+                        str(ROOT / "data/als_mouse/observations.csv"),
+                        "--model", str(ROOT / "models/muse_vs_msc.toml"),
+                        "--calibration", str(ROOT / "data/als_mouse/calibration.csv"),
+                        "--out", str(Path(tmp) / "run")],
+                       check=True, capture_output=True, env={**os.environ, "XLA_FLAGS": ""})
+        return time.perf_counter() - start
+
+
 def ode_gradient_seconds(n_animals: int = 16) -> float:
     """Seconds for one log-density + gradient with pm.ode.DifferentialEquation kinetics."""
     import pymc as pm
@@ -144,6 +163,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 draws, 300 tune")
     args = parser.parse_args()
     draws = tune = 300 if args.quick else 1000
+    cli_s = cli_fit_seconds()
     rows = [run_fit(s, 16, draws=draws, tune=tune)
             for s in ("numpyro", "nutpie", "pymc", "blackjax")]
     scaling = [run_fit("numpyro", n, draws=draws, tune=tune) for n in (16, 32, 64, 128)]
@@ -154,7 +174,7 @@ def main() -> None:
     record = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(),
                           "platform": platform.platform()},
               "versions": library_versions(), "draws": draws, "tune": tune, "chains": 4,
-              "samplers": rows, "scaling": scaling,
+              "samplers": rows, "scaling": scaling, "cli_fit_s": cli_s,
               "pm_ode_gradient_s": ode_s,
               "pm_ode_fit_s_extrapolated": ode_extrapolated,
               "date": time.strftime("%Y-%m-%d")}
@@ -172,6 +192,8 @@ def main() -> None:
             lines.append(f"| {r['sampler']} | {r['animals']} | {r['wall_s']:.1f} | "
                          f"{r['ess_bulk_min']:.0f} | {r['ess_bulk_min_per_s']:.1f} | "
                          f"{r['divergences']} |")
+    lines += ["", f"`lanternpk fit` on the bundled ALS study, default settings (4 × 1000, "
+              f"numpyro), as a fresh process from start to exit: {cli_s:.1f} s."]
     lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "
               "(16 animals)."]
     if ode_extrapolated:

@@ -8,6 +8,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import pytest
 
+from lanternpk.errors import UsageError
 from lanternpk.inference import SamplerSettings, jittered_initial_points, sample_numpyro
 
 
@@ -114,3 +115,15 @@ def test_posterior_moments_match_a_known_posterior():
         estimate = float(idata.posterior[name].mean())
         assert abs(estimate - value) < 4 * float(mcse[name]), (name, estimate, value)
     assert abs(float(idata.posterior["mu"].std()) - np.sqrt(post_var)) < 0.1 * np.sqrt(post_var)
+
+
+def test_no_finite_starting_point_is_a_clear_error():
+    with pm.Model() as model:
+        x = pm.Normal("x", 0.0, 1.0)
+        pm.Potential("nowhere", pt.switch(x > 1e9, 0.0, -np.inf))
+    from pymc.sampling.jax import get_jaxified_graph
+
+    log_density = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
+    with pytest.raises(UsageError, match="chain 0: no starting point with a finite log density"):
+        jittered_initial_points(model, lambda v: log_density(*v)[0], chains=2, seed=1,
+                                max_retries=2)
