@@ -45,6 +45,8 @@ def test_same_draws_as_pm_sample_numpyro():
         np.testing.assert_allclose(got.posterior[name].values,
                                    expected.posterior[name].values, rtol=1e-9, atol=1e-9)
     assert got.posterior["theta"].dims == ("chain", "draw", "group")
+    assert set(got.groups()) == set(expected.groups())
+    np.testing.assert_array_equal(got.observed_data["y"], expected.observed_data["y"])
     assert list(got.posterior["group"].values) == ["a", "b", "c"]
     for stat in ("diverging", "n_steps", "tree_depth"):
         np.testing.assert_array_equal(got.sample_stats[stat].values,
