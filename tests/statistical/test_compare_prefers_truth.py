@@ -26,6 +26,7 @@ import pytest
 
 from lanternpk.cli import main
 from lanternpk.compare import COMPARE_FILE, compare_runs
+from lanternpk.compare_stats import PARETO_K_BAD
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, EXIT_USAGE
 
 pytestmark = [pytest.mark.slow, pytest.mark.statistical,
@@ -80,7 +81,17 @@ def test_refit_replaces_the_worst_animal(runs):
             continue
         (a,) = refit
         assert a == int(np.argmax(score.loao_psis.pareto_k))  # the worst k goes first
-        assert np.isfinite(score.loao_i[a]) and score.refit_k[a] < 0.7
+        assert np.isfinite(score.loao_i[a])
+        # The refit's importance sampling is reliable (Pareto k < 0.7) or the result says it
+        # is not. Until 2026-11-25 this asserted k < 0.7 outright; with the draws of the
+        # flat-vector numpyro driver, muse_vs_msc's worst animal has k = 0.78 with 32 inner
+        # draws and 0.80 with 128, while its estimate moves by 0.07 nats (-13.17 → -13.25):
+        # a heavy tail of this proposal for that animal, not Monte Carlo noise, so the user
+        # must be told, and that is what is checked.
+        if score.refit_k[a] >= PARETO_K_BAD:
+            label = score.loao_psis.labels[a]
+            assert any(w.startswith(f"refit of {label}: importance sampling of its new random "
+                                    "effects has Pareto k") for w in score.warnings)
         # the exact value is a log density of ~20 ROIs: a few nats per ROI at most
         assert -10 * 23 < score.loao_i[a] < 0
         other = np.arange(len(score.loao_i)) != a
