@@ -582,11 +582,10 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
                         ("--is-draws", is_draws)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
-    from lanternpk.fit import POSTERIOR_FILE
+    from lanternpk.fit import require_run
 
     for r in run_dirs:  # cheap check first, before anything heavy is loaded
-        if not (r / POSTERIOR_FILE).is_file():
-            raise UsageError(f"{r} is not a lanternpk run (no {POSTERIOR_FILE})")
+        require_run(r)
     runs = [_open_run(r) for r in run_dirs]
     first = runs[0].provenance
     for run in runs[1:]:

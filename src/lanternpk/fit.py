@@ -218,6 +218,20 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def require_run(run_dir: Path) -> Path:
+    """The posterior file of a run directory (cheap check, nothing loaded).
+
+    Raises
+    ------
+    UsageError
+        ``run_dir`` holds no ``posterior.nc``.
+    """
+    posterior = Path(run_dir) / POSTERIOR_FILE
+    if not posterior.is_file():
+        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
+    return posterior
+
+
 def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | None = None
              ) -> tuple[az.InferenceData, dict, dict]:
     """Open a run; refuse it if a given spec or data file differs from the one it was fit to.
@@ -227,10 +241,7 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
     idata, design, provenance
     """
     run_dir = Path(run_dir)
-    posterior = run_dir / POSTERIOR_FILE
-    if not posterior.is_file():
-        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
-    idata = az.from_netcdf(posterior)
+    idata = az.from_netcdf(require_run(run_dir))
     provenance = json.loads(idata.attrs["lanternpk_provenance"])
     design = json.loads(idata.attrs["lanternpk_design"])
     _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)

@@ -14,7 +14,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -107,6 +109,23 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
         )
 
 
+def jax_log_density(model: pm.Model) -> Callable[[list], Any]:
+    """The joint log density of ``model`` (Jacobians included) as a JAX function.
+
+    Takes the list of value-variable arrays in ``model.value_vars`` order (unconstrained
+    scale) and returns a scalar. Unlike ``pymc.sampling.jax.get_jaxified_logp``, whose
+    ``negative_logp=True`` returns ``+logp``, the sign here is the one the name says.
+    """
+    from pymc.sampling.jax import get_jaxified_graph
+
+    graph = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
+
+    def logp(values):
+        return graph(*values)[0]
+
+    return logp
+
+
 def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
                             max_retries: int = 10) -> list[np.ndarray]:
     """PyMC's starting points (uniform ±1 jitter on the unconstrained scale), one per chain.
@@ -120,7 +139,7 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
     model : pymc.Model
     logp : callable
         JAX function of the list of value-variable arrays (in ``model.value_vars`` order)
-        returning the joint log density.
+        returning the joint log density (:func:`jax_log_density`).
     chains : int
     seed : int
         Seeds the per-chain jitter (the same stream ``pm.sample`` uses for the same seed).
@@ -193,11 +212,7 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
     from numpyro.infer import MCMC, NUTS
     from pymc.sampling.jax import get_jaxified_graph
 
-    log_density = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
-
-    def logp(values):
-        return log_density(*values)[0]
-
+    logp = jax_log_density(model)
     init = jittered_initial_points(model, logp, chains=settings.chains, seed=settings.seed)
     per_chain = [ravel_pytree([x[c] for x in init])[0] for c in range(settings.chains)]
     unravel = ravel_pytree([x[0] for x in init])[1]

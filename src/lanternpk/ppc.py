@@ -421,14 +421,13 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
         raise UsageError(f"--draws must be at least 1, got {draws}")
     from lanternpk import __version__
     from lanternpk.data.load import load_observations
-    from lanternpk.fit import POSTERIOR_FILE, load_run_with_inputs
+    from lanternpk.fit import load_run_with_inputs, require_run
     from lanternpk.io import atomic_path, write_text_atomic
     from lanternpk.model import prepare_data
     from lanternpk.predictive import posterior_predictive, resolve_device
     from lanternpk.spec import load_spec
 
-    if not (run_dir / POSTERIOR_FILE).is_file():
-        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
+    require_run(run_dir)  # before JAX loads in resolve_device
     dev = resolve_device(device)
     idata, provenance, spec_path, data_path = load_run_with_inputs(
         run_dir, command="ppc", data_path=data_path,

@@ -9,7 +9,12 @@ import pytensor.tensor as pt
 import pytest
 
 from lanternpk.errors import UsageError
-from lanternpk.inference import SamplerSettings, jittered_initial_points, sample_numpyro
+from lanternpk.inference import (
+    SamplerSettings,
+    jax_log_density,
+    jittered_initial_points,
+    sample_numpyro,
+)
 
 
 def _hierarchical_model() -> pm.Model:
@@ -66,14 +71,8 @@ def test_jittered_points_with_infinite_density_are_drawn_again():
         x = pm.Normal("x", 0.0, 1.0, shape=3)
         # zero density where any coordinate of the jittered point exceeds 0.5
         pm.Potential("cut", pt.switch(pt.all(x < 0.5), 0.0, -np.inf))
-    from pymc.sampling.jax import get_jaxified_graph
-
-    log_density = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
-
-    def logp(values):
-        return log_density(*values)[0]
-
-    (points,) = jittered_initial_points(model, logp, chains=8, seed=5, max_retries=50)
+    (points,) = jittered_initial_points(model, jax_log_density(model), chains=8, seed=5,
+                                       max_retries=50)
     assert points.shape == (8, 3)
     assert (points < 0.5).all()
     assert len({tuple(p) for p in points}) == 8  # every chain starts elsewhere
@@ -123,9 +122,5 @@ def test_no_finite_starting_point_is_a_clear_error():
     with pm.Model() as model:
         x = pm.Normal("x", 0.0, 1.0)
         pm.Potential("nowhere", pt.switch(x > 1e9, 0.0, -np.inf))
-    from pymc.sampling.jax import get_jaxified_graph
-
-    log_density = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
     with pytest.raises(UsageError, match="chain 0: no starting point with a finite log density"):
-        jittered_initial_points(model, lambda v: log_density(*v)[0], chains=2, seed=1,
-                                max_retries=2)
+        jittered_initial_points(model, jax_log_density(model), chains=2, seed=1, max_retries=2)
