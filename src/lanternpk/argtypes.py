@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Seeds are one 32-bit word: what every random number generator used here accepts.
+SEED_LIMIT = 2**32
+
 
 def _int_at_least(text: str, minimum: int) -> int:
     try:
@@ -23,3 +26,11 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer ≥ 0 (limits where 0 means none)."""
     return _int_at_least(text, 0)
+
+
+def random_seed(text: str) -> int:
+    """A random seed: an integer in [0, 2³²)."""
+    value = _int_at_least(text, 0)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 = {SEED_LIMIT}, got {value}")
+    return value

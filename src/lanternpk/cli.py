@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lanternpk import __version__
+from lanternpk.argtypes import non_negative_int, positive_int, random_seed
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, EXIT_USAGE, DataError, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="simulate a synthetic study from a truth file (exact kinetics)"
     )
     p.add_argument("truth", type=_existing_file, help="truth TOML (see data/truths/)")
-    p.add_argument("--seed", type=int, required=True, help="random seed")
+    p.add_argument("--seed", type=random_seed, required=True, help="random seed")
     p.add_argument("--out", type=Path, required=True, help="directory to write the study into")
     p.set_defaults(handler=_cmd_simulate)
 
@@ -155,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")
     p.add_argument("--sampler", default="numpyro",
                    choices=["numpyro", "nutpie", "pymc", "blackjax"])
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--tune", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--chains", type=positive_int, default=4)
+    p.add_argument("--draws", type=positive_int, default=1000)
+    p.add_argument("--tune", type=non_negative_int, default=1000)
+    p.add_argument("--seed", type=random_seed, default=20261125)
     p.add_argument("--target-accept", type=float, default=0.9)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -89,7 +89,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import non_negative_int, positive_int
+from lanternpk.argtypes import non_negative_int, positive_int, random_seed
 from lanternpk.compare_stats import (
     PARETO_K_BAD,
     LooResult,
@@ -751,6 +751,6 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                    f"refit posterior draw (default {DEFAULT_IS_DRAWS})")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where JAX evaluates the likelihood (auto: a GPU when present)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
     p.set_defaults(handler=_cmd_compare)
     return p

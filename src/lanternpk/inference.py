@@ -50,9 +50,12 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; choose one of {list(SAMPLERS)}")
-        for name in ("chains", "draws", "tune"):
-            if getattr(self, name) < (1 if name != "tune" else 0):
-                raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name, minimum in (("chains", 1), ("draws", 1), ("tune", 0)):
+            if getattr(self, name) < minimum:
+                raise UsageError(f"--{name} must be at least {minimum}, "
+                                 f"got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not 0.5 <= self.target_accept < 1:
             raise UsageError(f"--target-accept must be in [0.5, 1), got {self.target_accept}")
 

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import positive_int
+from lanternpk.argtypes import positive_int, random_seed
 from lanternpk.errors import EXIT_OK, UsageError
 
 PPC_DIR = "ppc"
@@ -560,7 +560,7 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
                    help="posterior draws to simulate from, evenly spaced (default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to simulate (auto: a GPU when JAX sees one, else CPU)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
     p.add_argument("--data", type=Path, default=None,
                    help="the observations file the run was fit to, if it moved "
                    "(checked against the run's sha256)")

@@ -58,7 +58,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
-from lanternpk.argtypes import positive_int
+from lanternpk.argtypes import non_negative_int, positive_int, random_seed
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
@@ -919,9 +919,9 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    help="local cluster worker processes, one thread each (default: CPUs)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"campaign directory (default: {DEFAULT_OUT})")
-    p.add_argument("--seed", type=int, default=SbcSettings.seed)
+    p.add_argument("--seed", type=random_seed, default=SbcSettings.seed)
     p.add_argument("--chains", type=positive_int, default=SbcSettings.chains)
-    p.add_argument("--tune", type=int, default=SbcSettings.tune)
+    p.add_argument("--tune", type=non_negative_int, default=SbcSettings.tune)
     p.add_argument("--draws", type=positive_int, default=SbcSettings.draws)
     p.add_argument("--thin-to", type=positive_int, default=SbcSettings.thin_to,
                    help="L, posterior draws each rank is computed against (default: "

@@ -1,0 +1,57 @@
+"""Command-line numbers are checked when parsed: a clear one-line error, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from lanternpk.cli import main
+from lanternpk.errors import UsageError
+from lanternpk.inference import SamplerSettings
+
+
+@pytest.mark.parametrize("command", [
+    ["simulate", "data/truths/als_mouse.toml", "--out", "study"],
+    ["fit", "data/als_mouse/observations.csv", "--model", "models/muse_vs_msc.toml",
+     "--out", "run"],
+    ["ppc", "run"],
+    ["sbc", "models/muse_vs_msc.toml", "--truth-design", "data/designs/sbc_small.toml",
+     "--n", "1"],
+])
+@pytest.mark.parametrize(("seed", "reason"), [
+    ("-1", "must be at least 0, got -1"),
+    ("4294967296", "must be below 2**32"),
+    ("1.5", "not an integer: 1.5"),
+])
+def test_seed_out_of_range_is_a_usage_error(root, monkeypatch, tmp_path, capsys, command,
+                                            seed, reason):
+    monkeypatch.chdir(root)
+    command = [str(tmp_path / a) if a in ("study", "run") else a for a in command]
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--seed", seed])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "--seed" in err and reason in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(("option", "value", "reason"), [
+    ("--chains", "0", "must be at least 1, got 0"),
+    ("--draws", "-5", "must be at least 1, got -5"),
+    ("--tune", "-1", "must be at least 0, got -1"),
+])
+def test_fit_sampler_counts_are_checked(root, monkeypatch, tmp_path, capsys, option, value,
+                                        reason):
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "data/als_mouse/observations.csv", "--model", "models/muse_vs_msc.toml",
+              "--out", str(tmp_path / "run"), option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and option in err and reason in err
+
+
+def test_sampler_settings_allow_zero_tuning_but_not_negative():
+    assert SamplerSettings(tune=0).tune == 0
+    with pytest.raises(UsageError, match="--tune must be at least 0, got -1"):
+        SamplerSettings(tune=-1)
+    with pytest.raises(UsageError, match=r"--seed must be in \[0, 2\*\*32\)"):
+        SamplerSettings(seed=-3)
