@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 draws, 300 tune")
     args = parser.parse_args()
     draws = tune = 300 if args.quick else 1000
+    load_start = os.getloadavg()
     cli_s = cli_fit_seconds()
     rows = [run_fit(s, 16, draws=draws, tune=tune)
             for s in ("numpyro", "nutpie", "pymc", "blackjax")]
@@ -177,6 +178,7 @@ def main() -> None:
               "samplers": rows, "scaling": scaling, "cli_fit_s": cli_s,
               "pm_ode_gradient_s": ode_s,
               "pm_ode_fit_s_extrapolated": ode_extrapolated,
+              "load_average_start_end": [load_start, os.getloadavg()],
               "date": time.strftime("%Y-%m-%d")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -192,6 +194,17 @@ def main() -> None:
             lines.append(f"| {r['sampler']} | {r['animals']} | {r['wall_s']:.1f} | "
                          f"{r['ess_bulk_min']:.0f} | {r['ess_bulk_min_per_s']:.1f} | "
                          f"{r['divergences']} |")
+    if "error" not in numpyro:
+        met = {True: "met", False: "**NOT met**"}
+        lines += ["", f"Targets of the issue (default sampler, 16 animals, 4 × {draws}): "
+                  f"wall ≤ 20 s {met[numpyro['wall_s'] <= 20]} ({numpyro['wall_s']:.1f} s); "
+                  f"min bulk ESS/s ≥ 80 {met[numpyro['ess_bulk_min_per_s'] >= 80]} "
+                  f"({numpyro['ess_bulk_min_per_s']:.1f}); zero divergences "
+                  f"{met[numpyro['divergences'] == 0]} ({numpyro['divergences']})."]
+    lines += ["", "Load average (1, 5, 15 min) at the start: "
+              + ", ".join(f"{x:.1f}" for x in load_start) + "; at the end: "
+              + ", ".join(f"{x:.1f}" for x in record["load_average_start_end"][1])
+              + f" ({os.cpu_count()} cores; above that, other work shared the machine)."]
     lines += ["", f"`lanternpk fit` on the bundled ALS study, default settings (4 × 1000, "
               f"numpyro), as a fresh process from start to exit: {cli_s:.1f} s."]
     lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "

@@ -1,8 +1,8 @@
 """Sampling: one entry point over NUTS implementations, with fixed seeds.
 
 Default sampler: numpyro, driven directly by :func:`sample_numpyro` on PyMC's JAX log
-density; nutpie, PyMC and blackjax go through ``pm.sample`` (see ARCHITECTURE.md for the
-measurements behind both choices).
+density; blackjax is driven the same way (:func:`sample_blackjax`); nutpie and PyMC's own NUTS
+go through ``pm.sample`` (see ARCHITECTURE.md for the measurements behind these choices).
 JAX-based samplers run chains in parallel only when JAX sees at least as many devices as
 chains; :func:`configure_jax_devices` sets that up and must run before JAX is imported.
 """
@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import arviz as az
 import numpy as np
@@ -83,8 +83,9 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     Parameters
     ----------
     chain_method : {"parallel", "sequential", "vectorized"}
-        How numpyro runs its chains (ignored by the other samplers); "parallel" needs a JAX
-        device per chain (:func:`configure_jax_devices`) and runs them in turn otherwise.
+        How numpyro and blackjax run their chains (ignored by the other samplers);
+        "parallel" needs a JAX device per chain (:func:`configure_jax_devices`) and runs
+        them in turn otherwise.
 
     Returns
     -------
@@ -97,6 +98,8 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     if settings.sampler == "numpyro":
         return sample_numpyro(model, settings, progressbar=progressbar,
                               chain_method=chain_method)
+    if settings.sampler == "blackjax":
+        return sample_blackjax(model, settings, chain_method=chain_method)
     with model:
         return pm.sample(
             draws=settings.draws,
@@ -183,6 +186,62 @@ def _stack(points: list[dict], names: list[str]) -> list[np.ndarray]:
     return [np.stack([p[name] for p in points]) for name in names]
 
 
+class _FlatProblem(NamedTuple):
+    """The model as JAX samplers see it: one flat vector of unconstrained values."""
+
+    log_density: Callable[[Any], Any]  # jitted, flat vector -> log density
+    initial: Any  # (chains, d) jittered starting points
+    unravel: Callable[[Any], list]  # flat vector -> value-variable arrays
+
+
+def _flat_problem(model: pm.Model, settings: SamplerSettings) -> _FlatProblem:
+    """PyMC's JAX log density of one flat parameter vector, and the chains' starting points.
+
+    One flat vector instead of PyMC's list of arrays makes a numpyro leapfrog step 54 → 32 µs
+    (ALS study); the density is jitted because a sampler that evaluates it outside its own
+    ``jit`` (numpyro at start-up) would otherwise compile each of ~450 operations separately.
+    """
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    logp = jax_log_density(model)
+    init = jittered_initial_points(model, logp, chains=settings.chains, seed=settings.seed)
+    unravel = ravel_pytree([x[0] for x in init])[1]
+    initial = jax.numpy.stack([ravel_pytree([x[c] for x in init])[0]
+                               for c in range(settings.chains)])
+    return _FlatProblem(jax.jit(lambda flat: logp(unravel(flat))), initial, unravel)
+
+
+def _inference_data(model: pm.Model, flat_draws, unravel, sample_stats: dict, *,
+                    sampling_s: float, settings: SamplerSettings, library: str
+                    ) -> az.InferenceData:
+    """What ``pm.sample`` returns, from flat unconstrained draws shaped (chain, draw, d)."""
+    import jax
+    from pymc.sampling.jax import get_jaxified_graph
+
+    outputs = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
+    constrain = get_jaxified_graph(inputs=model.value_vars, outputs=outputs)
+    values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
+    coords, dims = coords_and_dims_for_inferencedata(model)
+    attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,
+             "inference_library": library}
+    return az.from_dict(
+        posterior={v.name: np.asarray(x) for v, x in zip(outputs, values, strict=True)},
+        sample_stats=sample_stats, observed_data=find_observations(model),
+        constant_data=find_constants(model), coords=coords, dims=dims, attrs=attrs)
+
+
+def _chain_method(chain_method: str, chains: int) -> str:
+    """``"parallel"`` needs a JAX device per chain; with fewer it runs chains in turn."""
+    import jax
+
+    if chain_method not in ("parallel", "sequential", "vectorized"):
+        raise ValueError(f"unknown chain_method {chain_method!r}")
+    if chain_method == "parallel" and (chains == 1 or jax.local_device_count() < chains):
+        return "sequential"
+    return chain_method
+
+
 def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = True,
                    chain_method: str = "parallel") -> az.InferenceData:
     """numpyro NUTS on PyMC's JAX log density, returning what ``pm.sample`` would.
@@ -211,43 +270,26 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
         tree_depth), ``observed_data`` and ``constant_data``.
     """
     import jax
-    from jax.flatten_util import ravel_pytree
     from numpyro.infer import MCMC, NUTS
-    from pymc.sampling.jax import get_jaxified_graph
 
-    logp = jax_log_density(model)
-    init = jittered_initial_points(model, logp, chains=settings.chains, seed=settings.seed)
-    per_chain = [ravel_pytree([x[c] for x in init])[0] for c in range(settings.chains)]
-    unravel = ravel_pytree([x[0] for x in init])[1]
-    if chain_method == "parallel" and jax.local_device_count() < settings.chains:
-        chain_method = "sequential"  # what numpyro would do, without its warning
-    # jitted: numpyro evaluates the potential's gradient at the start outside any jit, which
-    # would otherwise compile each of its ~450 operations separately (~13 s here)
-    potential = jax.jit(lambda flat: -logp(unravel(flat)))
+    problem = _flat_problem(model, settings)
+    potential = jax.jit(lambda flat: -problem.log_density(flat))
     mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=settings.target_accept),
                 num_warmup=settings.tune, num_samples=settings.draws,
-                num_chains=settings.chains, chain_method=chain_method,
+                num_chains=settings.chains,
+                chain_method=_chain_method(chain_method, settings.chains),
                 progress_bar=progressbar)
     start = time.perf_counter()
     several = settings.chains > 1
     mcmc.run(jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
              if several else jax.random.PRNGKey(settings.seed),
-             init_params=jax.numpy.stack(per_chain) if several else per_chain[0],
+             init_params=problem.initial if several else problem.initial[0],
              extra_fields=("num_steps", "potential_energy", "energy", "adapt_state.step_size",
                            "accept_prob", "diverging"))
     flat_draws = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))  # (chain, draw, .)
     sampling_s = time.perf_counter() - start
-
-    outputs = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
-    constrain = get_jaxified_graph(inputs=model.value_vars, outputs=outputs)
-    values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
-    coords, dims = coords_and_dims_for_inferencedata(model)
-    attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,
-             "inference_library": "numpyro"}
-    return az.from_dict(
-        posterior={v.name: np.asarray(x) for v, x in zip(outputs, values, strict=True)},
-        sample_stats=_numpyro_stats(mcmc), observed_data=find_observations(model),
-        constant_data=find_constants(model), coords=coords, dims=dims, attrs=attrs)
+    return _inference_data(model, flat_draws, problem.unravel, _numpyro_stats(mcmc),
+                           sampling_s=sampling_s, settings=settings, library="numpyro")
 
 
 def _numpyro_stats(mcmc) -> dict[str, np.ndarray]:
@@ -261,6 +303,66 @@ def _numpyro_stats(mcmc) -> dict[str, np.ndarray]:
             "acceptance_rate": np.asarray(fields["accept_prob"]),
             "n_steps": n_steps,
             "tree_depth": np.log2(n_steps).astype(int) + 1}
+
+
+def sample_blackjax(model: pm.Model, settings: SamplerSettings, *,
+                    chain_method: str = "parallel") -> az.InferenceData:
+    """blackjax NUTS (Stan's window adaptation, diagonal mass) on PyMC's JAX log density.
+
+    Driven directly, as :func:`sample_numpyro` drives numpyro, from the same starting points
+    (``pm.sample(nuts_sampler="blackjax")`` fails with blackjax 1.7.1: PyMC passes it an
+    argument it no longer takes). Each chain runs ``settings.tune`` adaptation steps then
+    ``settings.draws`` draws in one compiled program; chains run on one JAX device each
+    (``"parallel"``), in turn, or batched (``"vectorized"``). No progress bar.
+
+    Parameters and return value as :func:`sample_numpyro`.
+    """
+    import blackjax
+    import jax
+
+    problem = _flat_problem(model, settings)
+
+    def one_chain(key, position):
+        warm_key, draw_key = jax.random.split(key)
+        if settings.tune > 0:
+            warmup = blackjax.window_adaptation(
+                blackjax.nuts, problem.log_density,
+                target_acceptance_rate=settings.target_accept)
+            (state, parameters), _ = warmup.run(warm_key, position, num_steps=settings.tune)
+        else:  # no adaptation: unit step size and mass matrix
+            parameters = {"step_size": 1.0,
+                          "inverse_mass_matrix": jax.numpy.ones(position.shape[-1])}
+            state = blackjax.nuts(problem.log_density, **parameters).init(position)
+        step = blackjax.nuts(problem.log_density, **parameters).step
+
+        def draw(state, key):
+            state, info = step(key, state)
+            return state, (state.position, state.logdensity, info.energy,
+                           info.is_divergent, info.acceptance_rate,
+                           info.num_integration_steps, info.num_trajectory_expansions)
+
+        _, trace = jax.lax.scan(draw, state, jax.random.split(draw_key, settings.draws))
+        return trace, jax.numpy.asarray(parameters["step_size"])
+
+    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
+    method = _chain_method(chain_method, settings.chains)
+    start = time.perf_counter()
+    if method == "parallel":
+        trace, step_size = jax.pmap(one_chain)(keys, problem.initial)
+    elif method == "vectorized":
+        trace, step_size = jax.jit(jax.vmap(one_chain))(keys, problem.initial)
+    else:
+        compiled = jax.jit(one_chain)
+        per_chain = [compiled(k, x) for k, x in zip(keys, problem.initial, strict=True)]
+        trace, step_size = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *per_chain)
+    trace = jax.block_until_ready(trace)
+    sampling_s = time.perf_counter() - start
+    flat_draws, lp, energy, diverging, accept, n_steps, depth = (np.asarray(x) for x in trace)
+    stats = {"diverging": diverging, "energy": energy, "lp": lp,
+             "step_size": np.broadcast_to(np.asarray(step_size)[:, None], lp.shape).copy(),
+             "acceptance_rate": accept, "n_steps": n_steps, "tree_depth": depth}
+    return _inference_data(model, flat_draws, problem.unravel, stats, sampling_s=sampling_s,
+                           settings=settings, library="blackjax")
 
 
 def sample_prior(model: pm.Model, var_names: list[str], *, draws: int, seed: int
