@@ -38,7 +38,7 @@ PRIOR_DRAWS = 1000
 REPORTED_PARAMETERS = ["first_pass", "release", "loss", "photons_per_cell",
                        "transmission_in_vivo", "transmission_ex_vivo"]
 _LIBRARIES = ("numpy", "pandas", "pymc", "pytensor", "arviz", "jax", "jaxlib", "numpyro",
-              "nutpie", "scipy", "xarray")
+              "nutpie", "blackjax", "scipy", "xarray")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -654,6 +654,8 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
         raise UsageError(f"--n must be at least 1, got {n}")
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
+    if not timeout_s > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout_s}")
     start = time.perf_counter()
     spec = load_spec(spec_path)
     design = load_design(design_path)

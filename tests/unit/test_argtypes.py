@@ -55,3 +55,17 @@ def test_sampler_settings_allow_zero_tuning_but_not_negative():
         SamplerSettings(tune=-1)
     with pytest.raises(UsageError, match=r"--seed must be in \[0, 2\*\*32\)"):
         SamplerSettings(seed=-3)
+
+
+@pytest.mark.parametrize(("option", "value", "reason"), [
+    ("--timeout", "0", "--timeout must be a positive number of seconds, got 0.0"),
+    ("--alpha", "1.5", "--alpha must be in (0, 1), got 1.5"),
+])
+def test_sbc_limits_are_checked_before_any_fit(root, monkeypatch, tmp_path, capsys, option,
+                                               value, reason):
+    monkeypatch.chdir(root)
+    rc = main(["sbc", "models/muse_vs_msc.toml", "--truth-design",
+               "data/designs/sbc_small.toml", "--n", "1", "--out", str(tmp_path / "sbc"),
+               "--quiet", option, value])
+    assert rc == 2 and reason in capsys.readouterr().err
+    assert not (tmp_path / "sbc").exists()
