@@ -201,10 +201,11 @@ def main() -> None:
                   f"min bulk ESS/s ≥ 80 {met[numpyro['ess_bulk_min_per_s'] >= 80]} "
                   f"({numpyro['ess_bulk_min_per_s']:.1f}); zero divergences "
                   f"{met[numpyro['divergences'] == 0]} ({numpyro['divergences']})."]
-    lines += ["", "Load average (1, 5, 15 min) at the start: "
-              + ", ".join(f"{x:.1f}" for x in load_start) + "; at the end: "
+    lines += ["", "Load average (1, 5, 15 min) before the run: "
+              + ", ".join(f"{x:.1f}" for x in load_start)
+              + " (work already on the machine); after it: "
               + ", ".join(f"{x:.1f}" for x in record["load_average_start_end"][1])
-              + f" ({os.cpu_count()} cores; above that, other work shared the machine)."]
+              + f" (includes the benchmark's own threads); {os.cpu_count()} cores."]
     lines += ["", f"`lanternpk fit` on the bundled ALS study, default settings (4 × 1000, "
               f"numpyro), as a fresh process from start to exit: {cli_s:.1f} s."]
     lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "

@@ -9,6 +9,7 @@ chains; :func:`configure_jax_devices` sets that up and must run before JAX is im
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -29,6 +30,7 @@ from pymc.backends.arviz import (
 from pymc.initial_point import make_initial_point_fns_per_chain
 from pymc.util import get_default_varnames
 
+from lanternpk.argtypes import SEED_LIMIT
 from lanternpk.errors import UsageError
 
 #: Samplers a user may pick; value = PyMC's ``nuts_sampler`` name.
@@ -54,8 +56,8 @@ class SamplerSettings:
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name} must be at least {minimum}, "
                                  f"got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise UsageError(f"--seed must be at least 0 and below 2**32, got {self.seed}")
         if not 0.5 <= self.target_accept < 1:
             raise UsageError(f"--target-accept must be in [0.5, 1), got {self.target_accept}")
 
@@ -224,7 +226,8 @@ def _inference_data(model: pm.Model, flat_draws, unravel, sample_stats: dict, *,
     values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
     coords, dims = coords_and_dims_for_inferencedata(model)
     attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,
-             "inference_library": library}
+             "inference_library": library,
+             "inference_library_version": importlib.metadata.version(library)}
     return az.from_dict(
         posterior={v.name: np.asarray(x) for v, x in zip(outputs, values, strict=True)},
         sample_stats=sample_stats, observed_data=find_observations(model),
@@ -313,12 +316,28 @@ def sample_blackjax(model: pm.Model, settings: SamplerSettings, *,
     (``pm.sample(nuts_sampler="blackjax")`` fails with blackjax 1.7.1: PyMC passes it an
     argument it no longer takes). Each chain runs ``settings.tune`` adaptation steps then
     ``settings.draws`` draws in one compiled program; chains run on one JAX device each
-    (``"parallel"``), in turn, or batched (``"vectorized"``). No progress bar.
+    (``"parallel"``), in turn, or batched (``"vectorized"``). No progress bar. With
+    ``tune=0`` there is no adaptation at all: step size 1 and a unit mass matrix (numpyro
+    would still search for a step size).
 
-    Parameters and return value as :func:`sample_numpyro`.
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : SamplerSettings
+        Chains, draws, tuning (adaptation) steps, seed and target acceptance rate.
+    chain_method : {"parallel", "sequential", "vectorized"}
+        "parallel" (``jax.pmap``) falls back to "sequential" with fewer JAX devices than
+        chains.
+
+    Returns
+    -------
+    arviz.InferenceData
+        As :func:`sample_numpyro`; ``tree_depth`` is blackjax's number of trajectory
+        doublings and ``step_size`` the adapted step size, constant within a chain.
     """
     import blackjax
     import jax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
 
     problem = _flat_problem(model, settings)
 
@@ -327,7 +346,8 @@ def sample_blackjax(model: pm.Model, settings: SamplerSettings, *,
         if settings.tune > 0:
             warmup = blackjax.window_adaptation(
                 blackjax.nuts, problem.log_density,
-                target_acceptance_rate=settings.target_accept)
+                target_acceptance_rate=settings.target_accept,
+                adaptation_info_fn=get_filter_adapt_info_fn())  # keep no per-step warm-up trace
             (state, parameters), _ = warmup.run(warm_key, position, num_steps=settings.tune)
         else:  # no adaptation: unit step size and mass matrix
             parameters = {"step_size": 1.0,

@@ -53,7 +53,7 @@ def test_sampler_settings_allow_zero_tuning_but_not_negative():
     assert SamplerSettings(tune=0).tune == 0
     with pytest.raises(UsageError, match="--tune must be at least 0, got -1"):
         SamplerSettings(tune=-1)
-    with pytest.raises(UsageError, match=r"--seed must be in \[0, 2\*\*32\)"):
+    with pytest.raises(UsageError, match=r"--seed must be at least 0 and below 2\*\*32"):
         SamplerSettings(seed=-3)
 
 

@@ -4,6 +4,10 @@ sample_numpyro gives the same draws as pm.sample's numpyro path with less overhe
 drivers sample a known posterior correctly and return what pm.sample returns.
 """
 
+import inspect
+import os
+import subprocess
+import sys
 import warnings
 
 import arviz as az
@@ -107,17 +111,58 @@ def test_chain_counts(driver, chains, tune):
     for stat in ("diverging", "energy", "lp", "step_size", "acceptance_rate", "n_steps",
                  "tree_depth"):
         assert idata.sample_stats[stat].shape == (chains, 20), stat
-    assert np.isfinite(idata.sample_stats["lp"].values).all()
-    assert (idata.sample_stats["n_steps"].values >= 1).all()
+    stats = idata.sample_stats
+    # lp is the model's log density (Jacobian included) at the draw
+    logp = _hierarchical_model().compile_logp()
+    post = idata.posterior
+    for c, d in [(0, 0), (chains - 1, 19)]:
+        point = {"mu": post["mu"].values[c, d], "tau_log__": np.log(post["tau"].values[c, d]),
+                 "z": post["z"].values[c, d]}
+        np.testing.assert_allclose(stats["lp"].values[c, d], logp(point), rtol=1e-9)
+    # a tree of depth j has 2**(j-1) to 2**j - 1 leapfrog steps
+    depth, n_steps = stats["tree_depth"].values, stats["n_steps"].values
+    assert ((2 ** (depth - 1) <= n_steps) & (n_steps <= 2**depth - 1)).all()
+    step = stats["step_size"].values
+    assert (step == step[:, :1]).all() and (step > 0).all()  # no adaptation while drawing
+
+
+def test_blackjax_without_tuning_uses_unit_step_size():
+    settings = SamplerSettings(chains=1, draws=5, tune=0, seed=2)
+    idata = sample_blackjax(_hierarchical_model(), settings, chain_method="sequential")
+    assert (idata.sample_stats["step_size"].values == 1.0).all()
+
+
+_PARALLEL_SCRIPT = """
+import numpy as np, jax, pymc as pm
+from lanternpk.inference import SamplerSettings, sample_blackjax
+{model_source}
+assert jax.local_device_count() == 2, jax.local_device_count()
+settings = SamplerSettings(chains=2, draws=30, tune=30, seed=5)
+runs = [sample_blackjax(_hierarchical_model(), settings, chain_method=m).posterior["theta"].values
+        for m in ("parallel", "sequential")]
+np.testing.assert_allclose(runs[0], runs[1], rtol=1e-8, atol=1e-10)
+print("same draws")
+"""
+
+
+def test_blackjax_parallel_chains_on_two_devices_give_the_sequential_draws(root):
+    """pmap over two (forced) CPU devices: needs its own process, as XLA's device count is
+    fixed when JAX starts."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    script = _PARALLEL_SCRIPT.format(model_source=inspect.getsource(_hierarchical_model))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same draws" in done.stdout
 
 
 def test_blackjax_chains_do_not_depend_on_how_they_run():
-    """Each chain has its own key: sequential, batched and parallel runs give the same draws
-    (to rounding; one JAX device here, so "parallel" runs the chains in turn)."""
+    """Each chain has its own key: sequential and batched runs give the same draws (to
+    rounding; parallel runs are checked in their own process above)."""
     model = _hierarchical_model()
     settings = SamplerSettings(chains=2, draws=30, tune=30, seed=5)
     runs = [sample_blackjax(model, settings, chain_method=method).posterior["theta"].values
-            for method in ("sequential", "vectorized", "parallel")]
+            for method in ("sequential", "vectorized")]
     for other in runs[1:]:
         np.testing.assert_allclose(other, runs[0], rtol=1e-8, atol=1e-10)
 
