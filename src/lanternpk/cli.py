@@ -13,17 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lanternpk import __version__
-from lanternpk.argtypes import non_negative_int, positive_int, random_seed
-from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, EXIT_USAGE, DataError, UserError
+from lanternpk.argtypes import existing_file, non_negative_int, positive_int, random_seed
+from lanternpk.errors import (
+    EXIT_DIAGNOSTICS,
+    EXIT_OK,
+    EXIT_USAGE,
+    DataError,
+    UsageError,
+    UserError,
+)
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -52,8 +52,14 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
     from lanternpk.data.livingimage import import_livingimage
     from lanternpk.io import write_table_atomic
 
+    out = Path(args.out)
+    inputs = [*args.exports, args.map]
+    if any(out.resolve() == Path(path).resolve() for path in inputs):
+        raise UsageError(f"refusing to write {out}: it is one of the input files")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
     table = import_livingimage(args.exports, mapping=args.map)
-    write_table_atomic(args.out, table)
+    write_table_atomic(out, table)
     print(f"wrote {len(table)} observations from {len(args.exports)} export(s) to {args.out}")
     return EXIT_OK
 
@@ -124,23 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error."
         ),
     )
-    p.add_argument("data", type=_existing_file, help="observations, CSV or Parquet")
-    p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")
+    p.add_argument("data", type=existing_file, help="observations, CSV or Parquet")
+    p.add_argument("--calibration", type=existing_file, help="standard curve, CSV or Parquet")
     p.set_defaults(handler=_cmd_validate)
 
     p = commands.add_parser(
         "import-livingimage",
         help="convert Living Image ROI exports into an observations table",
     )
-    p.add_argument("exports", nargs="+", type=_existing_file, help="ROI measurement exports")
-    p.add_argument("--map", required=True, type=_existing_file, help="mapping TOML")
+    p.add_argument("exports", nargs="+", type=existing_file, help="ROI measurement exports")
+    p.add_argument("--map", required=True, type=existing_file, help="mapping TOML")
     p.add_argument("--out", required=True, type=Path, help="observations file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(handler=_cmd_import_livingimage)
 
     p = commands.add_parser(
         "simulate", help="simulate a synthetic study from a truth file (exact kinetics)"
     )
-    p.add_argument("truth", type=_existing_file, help="truth TOML (see data/truths/)")
+    p.add_argument("truth", type=existing_file, help="truth TOML (see data/truths/)")
     p.add_argument("--seed", type=random_seed, required=True, help="random seed")
     p.add_argument("--out", type=Path, required=True, help="directory to write the study into")
     p.set_defaults(handler=_cmd_simulate)
@@ -150,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit status: 0 fit and checks passed; 1 invalid data or spec; 2 usage "
         "error; 3 the fit finished but a convergence check failed.",
     )
-    p.add_argument("data", type=_existing_file, help="observations, CSV or Parquet")
-    p.add_argument("--model", required=True, type=_existing_file, help="model spec TOML")
+    p.add_argument("data", type=existing_file, help="observations, CSV or Parquet")
+    p.add_argument("--model", required=True, type=existing_file, help="model spec TOML")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
-    p.add_argument("--calibration", type=_existing_file, help="standard curve, CSV or Parquet")
+    p.add_argument("--calibration", type=existing_file, help="standard curve, CSV or Parquet")
     p.add_argument("--sampler", default="numpyro",
                    choices=["numpyro", "nutpie", "pymc", "blackjax"])
     p.add_argument("--chains", type=positive_int, default=4)
@@ -172,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the JSON contract")
-    p.add_argument("--model", type=_existing_file, help="spec the run must have been fit to")
-    p.add_argument("--data", type=_existing_file, help="data the run must have been fit to")
+    p.add_argument("--model", type=existing_file, help="spec the run must have been fit to")
+    p.add_argument("--data", type=existing_file, help="data the run must have been fit to")
     p.set_defaults(handler=_cmd_summarize)
 
     p = commands.add_parser("demo", help="run the main job on the bundled data")
@@ -217,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"lanternpk {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a file or directory that cannot be read or written
+        where = f": {err.filename}" if err.filename else ""
+        print(f"lanternpk {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lanternpk {args.command}: interrupted", file=sys.stderr)
         return EXIT_USAGE

@@ -584,8 +584,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
             raise UsageError(f"{name} must be at least 1, got {value}")
     from lanternpk.fit import require_run
 
-    for r in run_dirs:  # cheap check first, before anything heavy is loaded
-        require_run(r)
+    for i, r in enumerate(run_dirs):  # cheap check first, before anything heavy is loaded
+        require_run(r, writable=write and i == 0)  # the scores go into the first run
     runs = [_open_run(r) for r in run_dirs]
     first = runs[0].provenance
     for run in runs[1:]:

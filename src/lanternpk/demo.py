@@ -58,7 +58,9 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
     """
     from lanternpk.ppc import format_report, run_ppc
     from lanternpk.report import load_run_report, load_sbc, render_report
+    from lanternpk.report.render import check_report_directory
 
+    check_report_directory(out)  # before any work: the fit checks out/run itself
     for study in bundled_studies(root):
         observations = load_observations(study / "observations.csv")
         calibration_file = study / "calibration.csv"

@@ -1,7 +1,8 @@
 """User-facing errors: what went wrong, where, and which exit status to use.
 
 A user error is printed as one line per problem, never as a traceback. Exit status 1 means
-the data (or a spec) is invalid, 2 means the command was used wrongly (missing file, bad flag).
+the data (or a spec) is invalid, 2 means the command was used wrongly (missing file, bad flag,
+an output location that cannot be written or would destroy other files).
 """
 
 from __future__ import annotations

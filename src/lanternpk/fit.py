@@ -28,7 +28,7 @@ from lanternpk.diagnostics import check_convergence
 from lanternpk.errors import DataError, Problem, UsageError
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
-from lanternpk.io import staging_directory
+from lanternpk.io import check_replaceable_directory, replace_directory, staging_directory
 from lanternpk.model import ModelData, build_model, prepare_data
 from lanternpk.spec import ModelSpec, load_spec
 
@@ -113,8 +113,8 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     problem found is reported together.
     """
     out_dir = Path(out_dir)
-    if (out_dir / POSTERIOR_FILE).exists() and not overwrite:
-        raise UsageError(f"{out_dir} already holds a run; pass --overwrite to replace it")
+    check_replaceable_directory(out_dir, marker=POSTERIOR_FILE, overwrite=overwrite,
+                                inputs=(data_path, spec_path, calibration_path))
     problems: list[Problem] = []
     obs = calibration = spec = None
     for loader, path, slot in ((load_observations, data_path, "obs"),
@@ -205,9 +205,7 @@ def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
         if not diagnostics["passed"]:
             (staging / "DIAGNOSTICS_FAILED").write_text(
                 "Convergence checks failed; see diagnostics.json.\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        replace_directory(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -218,17 +216,25 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def require_run(run_dir: Path) -> Path:
+def require_run(run_dir: Path, *, writable: bool = False) -> Path:
     """The posterior file of a run directory (cheap check, nothing loaded).
+
+    Parameters
+    ----------
+    run_dir : Path
+    writable : bool
+        Also require permission to add files to ``run_dir`` (for commands that write there).
 
     Raises
     ------
     UsageError
-        ``run_dir`` holds no ``posterior.nc``.
+        ``run_dir`` holds no ``posterior.nc``, or is not writable when that is asked for.
     """
     posterior = Path(run_dir) / POSTERIOR_FILE
     if not posterior.is_file():
         raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
+    if writable and not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into the run {run_dir}: permission denied")
     return posterior
 
 
@@ -241,9 +247,17 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
     idata, design, provenance
     """
     run_dir = Path(run_dir)
-    idata = az.from_netcdf(require_run(run_dir))
-    provenance = json.loads(idata.attrs["lanternpk_provenance"])
-    design = json.loads(idata.attrs["lanternpk_design"])
+    posterior = require_run(run_dir)
+    try:
+        idata = az.from_netcdf(posterior)
+        provenance, design, _ = (json.loads(idata.attrs[f"lanternpk_{part}"])
+                                 for part in ("provenance", "design", "diagnostics"))
+    except KeyError as err:
+        raise UsageError(f"{run_dir} is not a lanternpk run: {posterior} has no {err} "
+                         "record") from None
+    except (OSError, ValueError, TypeError) as err:  # unreadable NetCDF, broken JSON
+        raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior}: "
+                         f"{type(err).__name__}: {err}") from None
     _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)
     return idata, design, provenance
 
@@ -253,10 +267,16 @@ def _check_inputs(run_dir: Path, provenance: dict, *, spec_path: Path | None,
     """Raise :class:`DataError` if a given spec or data file is not the one of the run."""
     problems = []
     for path, key in ((spec_path, "spec_sha256"), (data_path, "data_sha256")):
-        if path is not None and file_sha256(path) != provenance[key]:
-            problems.append(Problem(
-                str(path), f"does not match the run in {run_dir}: it was fit to "
-                f"{provenance[key.replace('_sha256', '_file')]} (sha256 {provenance[key][:12]}…)"))
+        if path is None or (digest := file_sha256(path)) == provenance[key]:
+            continue
+        recorded = provenance[key.replace("_sha256", "_file")]
+        if Path(path).resolve() == Path(recorded).resolve():
+            message = (f"has changed since the run in {run_dir} was fit to it (sha256 "
+                       f"{provenance[key][:12]}… then, {digest[:12]}… now)")
+        else:
+            message = (f"does not match the run in {run_dir}: it was fit to {recorded} "
+                       f"(sha256 {provenance[key][:12]}…, this file {digest[:12]}…)")
+        problems.append(Problem(str(path), message))
     if problems:
         raise DataError(problems)
 

@@ -1,14 +1,22 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+Output directories (a run) are built in a staging directory and renamed into place; an
+existing one is replaced only when that destroys nothing but an earlier output of the same
+kind (:func:`check_replaceable_directory`).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from lanternpk.errors import UsageError
 
 
 @contextmanager
@@ -72,3 +80,62 @@ def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame) -> None:
             table.to_csv(p, index=False, float_format="%.10g")
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overwrite: bool,
+                                inputs: Sequence[str | os.PathLike | None] = ()) -> None:
+    """Refuse an output directory whose writing would destroy anything of the user's.
+
+    ``target`` may be absent (it is created; the nearest existing ancestor must be a
+    writable directory), an empty directory, or a directory holding ``marker`` (an earlier
+    output of the same kind, replaced as a whole) when ``overwrite`` is true.
+
+    Raises
+    ------
+    UsageError
+        ``target`` is a file; a non-empty directory without ``marker``; an earlier output
+        and ``overwrite`` is false; the current directory or one of its ancestors; holds one
+        of ``inputs``; or its parent cannot be written.
+    """
+    target = Path(target)
+    resolved = target.resolve()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"refusing to write {target}: it is a file, not a directory")
+    if target.is_dir():
+        entries = sorted(p.name for p in target.iterdir())
+        if entries and not (target / marker).is_file():
+            raise UsageError(f"refusing to replace {target}: it is not empty and not an "
+                             f"earlier lanternpk output (holds {', '.join(entries[:3])}"
+                             f"{', …' if len(entries) > 3 else ''}); choose another --out")
+        if entries and not overwrite:
+            raise UsageError(f"{target} already holds a run; pass --overwrite to replace it")
+        if Path.cwd().resolve().is_relative_to(resolved):
+            raise UsageError(f"refusing to replace {target}: it is the current directory or "
+                             "contains it")
+        for path in inputs:
+            if path is not None and Path(path).resolve().is_relative_to(resolved):
+                raise UsageError(f"refusing to replace {target}: it holds the input {path}")
+    parent = next(p for p in resolved.parents if p.exists()) if not target.exists() \
+        else resolved.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {target}: {parent} is not a writable directory")
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move the complete ``staging`` directory onto ``target``, replacing an earlier one.
+
+    The earlier ``target`` is first renamed aside, so ``target`` is at every moment either
+    the old directory or the new one, and is deleted only after the new one is in place.
+    """
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, aside / target.name)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside / target.name, target)  # the earlier output back in place
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

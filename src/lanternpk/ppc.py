@@ -427,7 +427,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     from lanternpk.predictive import posterior_predictive, resolve_device
     from lanternpk.spec import load_spec
 
-    require_run(run_dir)  # before JAX loads in resolve_device
+    require_run(run_dir, writable=True)  # before JAX loads in resolve_device
     dev = resolve_device(device)
     idata, provenance, spec_path, data_path = load_run_with_inputs(
         run_dir, command="ppc", data_path=data_path,
@@ -529,6 +529,9 @@ def run_ppc_command(run_dir: Path, *, draws: int | None, device: str, seed: int,
     Flags are warnings in the table, not failures; user errors raise
     :class:`~lanternpk.errors.UsageError` / :class:`~lanternpk.errors.DataError`.
     """
+    from lanternpk.fit import require_run
+
+    require_run(run_dir)  # the cheap check, before announcing any work
     print(f"lanternpk ppc: simulating the posterior predictive of {run_dir} ...",
           file=sys.stderr)
     result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path)

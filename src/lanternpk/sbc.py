@@ -58,7 +58,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
-from lanternpk.argtypes import non_negative_int, positive_int, random_seed
+from lanternpk.argtypes import non_negative_int, not_a_file, positive_int, random_seed
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
@@ -663,7 +663,14 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
     out = Path(out)
     manifest_path = out / RUN_FILE
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UsageError(f"{manifest_path} is not an SBC campaign record ({err}); "
+                             "use another --out") from None
+        if not isinstance(old, dict):
+            raise UsageError(f"{manifest_path} is not an SBC campaign record (not a JSON "
+                             "object); use another --out")
         if old.get("key") != key:
             raise UsageError(f"{out} holds an SBC campaign of another spec, design or settings "
                              f"(run key {old.get('key', '?')[:12]}…); use another --out")
@@ -884,7 +891,7 @@ def format_summary(summary: dict) -> str:
 def _cmd_sbc(args: argparse.Namespace) -> int:
     for path, what in ((args.spec, "spec"), (args.truth_design, "design")):
         if not Path(path).is_file():
-            raise UsageError(f"no such {what} file: {path}")
+            raise UsageError(not_a_file(path, f"{what} "))
     settings = SbcSettings(seed=args.seed, chains=args.chains, tune=args.tune,
                            draws=args.draws, thin_to=args.thin_to,
                            target_accept=args.target_accept)

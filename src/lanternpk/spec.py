@@ -1132,7 +1132,12 @@ class _Checker:
         self._slot("measurement.residual_sd", m.residual_sd, _SD)
         for modality in MODALITIES:
             for organ, prior in getattr(m.transmission, modality).items():
-                self._slot(f"measurement.transmission.{modality}.{organ}", prior, _RATE)
+                path = f"measurement.transmission.{modality}.{organ}"
+                self._slot(path, prior, _RATE)
+                if prior.dist == "lognormal" and prior.median > 1:
+                    self.add(f"{path}.median", prior.median,
+                             "a transmission is the fraction of emitted photons that reach "
+                             "the camera: its median must be at most 1")
 
     def _slot(self, path: str, prior: Any, accept: tuple[str, ...], *, rate: bool = False) -> None:
         if prior.dist not in accept:

@@ -396,6 +396,13 @@ def test_misspelt_key_is_not_also_reported_missing() -> None:
             "must be less than 1",
         ),
         (
+            'lung = { dist = "lognormal", median = 3e-3,',
+            'lung = { dist = "lognormal", median = 3.0,',
+            "measurement.transmission.in_vivo.lung.median",
+            "a transmission is the fraction of emitted photons that reach the camera: its "
+            "median must be at most 1",
+        ),
+        (
             'cell_types = ["muse", "msc"]',
             'cell_types = ["muse", "msc", "all"]',
             "model.cell_types[2]",

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import pandas as pd
 
+from lanternpk.argtypes import not_a_file
 from lanternpk.data import schema
 from lanternpk.errors import DataError, Problem, UsageError
 
@@ -66,7 +67,7 @@ def read_table(path: str | PathLike[str]) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"no such file: {path}")
+        raise UsageError(not_a_file(path))
     file = str(path)
     try:
         data = path.read_bytes()

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
 from lanternpk.data.schema import OBSERVATION_COLUMNS
+from lanternpk.errors import UsageError
 from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
 from lanternpk.io import staging_directory, write_table_atomic, write_text_atomic
 from lanternpk.solver.closed_form import organ_cells
@@ -371,6 +372,25 @@ def simulate_study(truth: Truth, *, seed: int) -> SimulatedStudy:
                           estimands=truth_estimands(truth))
 
 
+def _check_study_directory(out_dir: Path, names: list[str]) -> None:
+    """Refuse to overwrite files that an earlier ``lanternpk simulate`` did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"refusing to write a study into {out_dir}: it is a file")
+    clobbered = [name for name in names if (out_dir / name).exists()]
+    if not clobbered:
+        return
+    try:
+        earlier = json.loads((out_dir / "provenance.json").read_text(encoding="utf-8"))
+        simulated = isinstance(earlier, dict) and earlier.get("synthetic") is True \
+            and str(earlier.get("generated_by", "")).startswith("lanternpk")
+    except (OSError, ValueError):
+        simulated = False
+    if not simulated:
+        raise UsageError(f"refusing to overwrite {out_dir / clobbered[0]}: {out_dir} does "
+                         "not hold a study written by `lanternpk simulate` (no provenance.json "
+                         "marked synthetic); choose another --out")
+
+
 def write_study(
     study: SimulatedStudy, out_dir: str | Path, *, truth_file: str | Path
 ) -> list[Path]:
@@ -380,6 +400,8 @@ def write_study(
     when all of them are complete.
     """
     out_dir = Path(out_dir)
+    names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
+    _check_study_directory(out_dir, names)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     truth_bytes = Path(truth_file).read_bytes()
     truth_json = {
@@ -402,7 +424,6 @@ def write_study(
         "python": sys.version.split()[0],
         "files": ["observations.csv", "calibration.csv", "truth.json"],
     }
-    names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
     staging = staging_directory(out_dir)
     try:
         write_table_atomic(staging / names[0], study.observations)

@@ -522,6 +522,30 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike,
     return write_report(out, files)
 
 
+def check_report_directory(out: str | os.PathLike, names=REPORT_FILES) -> None:
+    """Refuse a report directory that holds files a report does not write.
+
+    Raises
+    ------
+    UsageError
+        ``out`` is a file, holds files other than ``names`` and :data:`REPORT_EXTRAS`, or
+        cannot be created or written.
+    """
+    out = Path(out)
+    ours = {*names, *REPORT_EXTRAS}
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"refusing to write a report into {out}: it is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in ours)
+        if foreign:
+            raise UsageError(f"refusing to write a report into {out}: it does not hold a "
+                             f"lanternpk report (found {', '.join(foreign[:3])})")
+    existing = next(p for p in (out.resolve(), *out.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write a report into {out}: {existing} is not a writable "
+                         "directory")
+
+
 def write_report(out: str | os.PathLike, files: dict[str, str]) -> Path:
     """Write ``files`` (name → UTF-8 text) into the directory ``out``, each atomically.
 
@@ -532,14 +556,7 @@ def write_report(out: str | os.PathLike, files: dict[str, str]) -> Path:
     is overwritten.
     """
     out = Path(out)
-    ours = {*files, *REPORT_EXTRAS}
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"refusing to write a report into {out}: it is not a directory")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in ours)
-        if foreign:
-            raise UsageError(f"refusing to write a report into {out}: it does not hold a "
-                             f"lanternpk report (found {', '.join(foreign[:3])})")
+    check_report_directory(out, names=files)
     out.mkdir(parents=True, exist_ok=True)
     for name in sorted(files, key=lambda n: n == "index.html"):
         write_text_atomic(out / name, files[name])

@@ -1,0 +1,178 @@
+"""Nothing the user gave is destroyed: output locations are checked before any work.
+
+`fit` replaces only an earlier run (with --overwrite), never a directory of other files, the
+current directory or one holding its inputs; other writers refuse to overwrite what they
+did not write; unreadable runs and unwritable places are one-line errors, not tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import arviz as az
+import numpy as np
+import pytest
+
+from lanternpk.cli import main
+from lanternpk.errors import EXIT_USAGE, UsageError
+from lanternpk.io import check_replaceable_directory, replace_directory
+
+DATA = "data/als_mouse/observations.csv"
+SPEC = "models/muse_vs_msc.toml"
+
+
+def _fit(root, out, *extra):
+    return main(["fit", str(root / DATA), "--model", str(root / SPEC), "--out", str(out),
+                 "--chains", "1", "--draws", "10", "--tune", "10", "--quiet", *extra])
+
+
+def _snapshot(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file()}
+
+
+def test_fit_refuses_a_directory_of_other_files_before_compiling(root, tmp_path, capsys):
+    user = tmp_path / "work"
+    user.mkdir()
+    shutil.copy(root / DATA, user / "obs.csv")
+    (user / "notes.txt").write_text("keep me")
+    before = _snapshot(user)
+    for extra in ([], ["--overwrite"]):
+        assert _fit(root, user, *extra) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "refusing to replace" in err and "not an earlier lanternpk output" in err
+        assert "notes.txt" in err and "Traceback" not in err
+    assert _snapshot(user) == before
+
+
+@pytest.mark.parametrize("where", ["cwd", "input"])
+def test_fit_never_replaces_the_current_directory_or_its_inputs(root, tmp_path, monkeypatch,
+                                                                capsys, where):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_bytes(b"an earlier run")
+    shutil.copy(root / DATA, run / "obs.csv")
+    before = _snapshot(run)
+    if where == "cwd":
+        monkeypatch.chdir(run)
+        rc = _fit(root, ".", "--overwrite")
+        reason = "it is the current directory or contains it"
+    else:
+        rc = main(["fit", str(run / "obs.csv"), "--model", str(root / SPEC), "--out", str(run),
+                   "--overwrite", "--quiet"])
+        reason = "it holds the input"
+    assert rc == EXIT_USAGE and reason in capsys.readouterr().err
+    assert _snapshot(run) == before
+
+
+def test_fit_refuses_a_file_and_an_earlier_run_without_overwrite(root, tmp_path, capsys):
+    target = tmp_path / "run"
+    target.write_text("a file")
+    assert _fit(root, target) == EXIT_USAGE
+    assert "it is a file, not a directory" in capsys.readouterr().err
+    target.unlink()
+    target.mkdir()
+    (target / "posterior.nc").write_bytes(b"an earlier run")
+    assert _fit(root, target) == EXIT_USAGE
+    assert "already holds a run; pass --overwrite" in capsys.readouterr().err
+    assert (target / "posterior.nc").read_bytes() == b"an earlier run"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_parent_is_refused_up_front(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(UsageError, match="is not a writable directory"):
+            check_replaceable_directory(locked / "run", marker="posterior.nc", overwrite=False)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_replace_directory_swaps_in_the_new_output_and_leaves_nothing_beside(tmp_path):
+    target, staging = tmp_path / "run", tmp_path / "staging"
+    for directory, text in ((target, "old"), (staging, "new")):
+        directory.mkdir()
+        (directory / "posterior.nc").write_text(text)
+    replace_directory(staging, target)
+    assert (target / "posterior.nc").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_unreadable_or_foreign_posterior_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_bytes(b"\x89HDF\r\n truncated")
+    assert main(["summarize", str(run)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is not a readable lanternpk run" in err and "Traceback" not in err
+    az.from_dict(posterior={"x": np.zeros((1, 3))}).to_netcdf(run / "posterior.nc")
+    assert main(["summarize", str(run)]) == EXIT_USAGE
+    assert "has no 'lanternpk_provenance' record" in capsys.readouterr().err
+
+
+def test_a_directory_given_as_an_input_file_is_named_as_such(root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"{tmp_path} is a directory, not a file" in capsys.readouterr().err
+
+
+def test_import_livingimage_does_not_overwrite_its_input_or_an_existing_file(root, tmp_path,
+                                                                             capsys):
+    fixtures = root / "tests/fixtures/livingimage"
+    export = tmp_path / "export.csv"
+    shutil.copy(fixtures / "comma_utf8.csv", export)
+    before = export.read_bytes()
+    mapping = fixtures / "map.toml"
+    assert main(["import-livingimage", str(export), "--map", str(mapping), "--out",
+                 str(export), "--overwrite"]) == EXIT_USAGE
+    assert "it is one of the input files" in capsys.readouterr().err
+    assert export.read_bytes() == before
+    out = tmp_path / "obs.csv"
+    out.write_text("precious")
+    assert main(["import-livingimage", str(export), "--map", str(mapping), "--out",
+                 str(out)]) == EXIT_USAGE
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "precious"
+    assert main(["import-livingimage", str(export), "--map", str(mapping), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert out.read_text() != "precious"
+
+
+def test_simulate_overwrites_only_its_own_earlier_study(root, tmp_path, capsys):
+    truth = str(root / "data/truths/als_mouse.toml")
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "observations.csv").write_text("real measurements")
+    assert main(["simulate", truth, "--seed", "1", "--out", str(out)]) == EXIT_USAGE
+    assert "does not hold a study written by `lanternpk simulate`" in capsys.readouterr().err
+    assert (out / "observations.csv").read_text() == "real measurements"
+    fresh = tmp_path / "fresh"
+    assert main(["simulate", truth, "--seed", "1", "--out", str(fresh)]) == 0
+    assert main(["simulate", truth, "--seed", "2", "--out", str(fresh)]) == 0  # regenerate
+
+
+def test_a_write_failure_is_one_line_not_a_traceback(root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["sbc", str(root / SPEC), "--truth-design", str(root / "data/designs/sbc_small.toml"),
+               "--n", "1", "--out", str(blocker / "sbc"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "lanternpk sbc: error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("text", "reason"), [("{broken", "is not an SBC campaign record"),
+                                              ("[1, 2]", "not a JSON object")])
+def test_a_corrupt_sbc_record_is_a_clear_error(root, tmp_path, capsys, text, reason):
+    out = tmp_path / "sbc"
+    out.mkdir()
+    (out / "sbc_run.json").write_text(text)
+    rc = main(["sbc", str(root / SPEC), "--truth-design",
+               str(root / "data/designs/sbc_small.toml"), "--n", "1", "--out", str(out),
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and reason in err and "Traceback" not in err
+    assert (out / "sbc_run.json").read_text() == text
