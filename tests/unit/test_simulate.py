@@ -80,3 +80,14 @@ def test_bad_truth_names_the_key(root, tmp_path):
     messages = [str(p) for p in err.value.problems]
     assert any("measurement.image_gain_sdd" in m and "did you mean 'image_gain_sd'" in m
                for m in messages), messages
+
+
+def test_truth_numbers_must_be_numbers_not_strings(root, tmp_path):
+    """Truth files are read as strictly as specs: a quoted number is an error, not coerced."""
+    text = (root / "data/truths/als_mouse.toml").read_text()
+    bad = tmp_path / "quoted.toml"
+    bad.write_text(text.replace("photons_per_cell = 800.0", 'photons_per_cell = "800.0"'))
+    with pytest.raises(DataError) as err:
+        load_truth(bad)
+    (problem,) = err.value.problems
+    assert problem.column == "measurement.photons_per_cell" and problem.value == "800.0"
