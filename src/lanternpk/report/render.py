@@ -15,7 +15,7 @@ import io
 import json
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -522,7 +522,7 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike,
     return write_report(out, files)
 
 
-def check_report_directory(out: str | os.PathLike, names=REPORT_FILES) -> None:
+def check_report_directory(out: str | os.PathLike, names: Iterable[str] = REPORT_FILES) -> None:
     """Refuse a report directory that holds files a report does not write.
 
     Raises
