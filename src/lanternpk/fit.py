@@ -28,7 +28,12 @@ from lanternpk.diagnostics import check_convergence
 from lanternpk.errors import DataError, Problem, UsageError
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
-from lanternpk.io import check_replaceable_directory, replace_directory, staging_directory
+from lanternpk.io import (
+    check_replaceable_directory,
+    check_writable,
+    replace_directory,
+    staging_directory,
+)
 from lanternpk.model import ModelData, build_model, prepare_data
 from lanternpk.spec import ModelSpec, load_spec
 
@@ -233,8 +238,8 @@ def require_run(run_dir: Path, *, writable: bool = False) -> Path:
     posterior = Path(run_dir) / POSTERIOR_FILE
     if not posterior.is_file():
         raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
-    if writable and not os.access(run_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write into the run {run_dir}: permission denied")
+    if writable:
+        check_writable(run_dir, what=f"write into the run {run_dir}")
     return posterior
 
 

@@ -115,10 +115,21 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
         for path in inputs:
             if path is not None and Path(path).resolve().is_relative_to(resolved):
                 raise UsageError(f"refusing to replace {target}: it holds the input {path}")
-    parent = next(p for p in resolved.parents if p.exists()) if not target.exists() \
-        else resolved.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {target}: {parent} is not a writable directory")
+    check_writable(resolved.parent, what=f"write {target}")  # where it is renamed into place
+
+
+def check_writable(directory: str | os.PathLike, *, what: str) -> None:
+    """Refuse unless ``directory``, or the nearest existing one above it, can be written.
+
+    Raises
+    ------
+    UsageError
+        ``cannot {what}: … is not a writable directory``.
+    """
+    resolved = Path(directory).resolve()
+    existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot {what}: {existing} is not a writable directory")
 
 
 def replace_directory(staging: Path, target: Path) -> None:

@@ -50,6 +50,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,7 +390,8 @@ def predictive_to_idata(pred, obs: pd.DataFrame, *, n_chains: int, attrs: dict):
 
 def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
             seed: int = DEFAULT_SEED, data_path: Path | None = None,
-            write_figures: bool = True) -> PpcResult:
+            write_figures: bool = True, log: Callable[[str], None] | None = None
+            ) -> PpcResult:
     """Posterior predictive checks of a run; writes ``RUN_DIR/ppc/``.
 
     Parameters
@@ -407,6 +409,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
         (refused unless its sha256 matches the run's).
     write_figures : bool
         Also render the visual predictive check PNGs.
+    log : callable, optional
+        Told, once the run and its files have been checked, that simulation starts.
 
     Raises
     ------
@@ -436,6 +440,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))
 
+    if log is not None:
+        log(f"simulating the posterior predictive of {run_dir} ...")
     pred = posterior_predictive(idata.posterior, spec, data, mode="same_animals",
                                 draws=draws, seed=seed, device=dev)
     n_draws = pred.log_flux.shape[0]
@@ -529,12 +535,8 @@ def run_ppc_command(run_dir: Path, *, draws: int | None, device: str, seed: int,
     Flags are warnings in the table, not failures; user errors raise
     :class:`~lanternpk.errors.UsageError` / :class:`~lanternpk.errors.DataError`.
     """
-    from lanternpk.fit import require_run
-
-    require_run(run_dir)  # the cheap check, before announcing any work
-    print(f"lanternpk ppc: simulating the posterior predictive of {run_dir} ...",
-          file=sys.stderr)
-    result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path)
+    result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path,
+                     log=lambda msg: print(f"lanternpk ppc: {msg}", file=sys.stderr))
     print(format_report(result))
     return EXIT_OK
 

@@ -71,23 +71,26 @@ def test_bundled_data_is_what_the_truth_file_and_seed_give(root, name, tmp_path)
         assert (tmp_path / name / file).read_text() == (root / f"data/{name}/{file}").read_text()
 
 
-def test_bad_truth_names_the_key(root, tmp_path):
+def _truth_problems(root, tmp_path, old: str, new: str) -> list:
+    """Problems of the bundled ALS truth file with ``old`` replaced by ``new``."""
     text = (root / "data/truths/als_mouse.toml").read_text()
+    assert old in text
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace("image_gain_sd = 0.35", "image_gain_sdd = 0.35"))
+    bad.write_text(text.replace(old, new))
     with pytest.raises(DataError) as err:
         load_truth(bad)
-    messages = [str(p) for p in err.value.problems]
+    return err.value.problems
+
+
+def test_bad_truth_names_the_key(root, tmp_path):
+    messages = [str(p) for p in _truth_problems(root, tmp_path, "image_gain_sd = 0.35",
+                                                "image_gain_sdd = 0.35")]
     assert any("measurement.image_gain_sdd" in m and "did you mean 'image_gain_sd'" in m
                for m in messages), messages
 
 
 def test_truth_numbers_must_be_numbers_not_strings(root, tmp_path):
     """Truth files are read as strictly as specs: a quoted number is an error, not coerced."""
-    text = (root / "data/truths/als_mouse.toml").read_text()
-    bad = tmp_path / "quoted.toml"
-    bad.write_text(text.replace("photons_per_cell = 800.0", 'photons_per_cell = "800.0"'))
-    with pytest.raises(DataError) as err:
-        load_truth(bad)
-    (problem,) = err.value.problems
+    (problem,) = _truth_problems(root, tmp_path, "photons_per_cell = 800.0",
+                                 'photons_per_cell = "800.0"')
     assert problem.column == "measurement.photons_per_cell" and problem.value == "800.0"

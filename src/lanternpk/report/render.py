@@ -27,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from lanternpk.data.load import load_observations
 from lanternpk.errors import DataError, UsageError
 from lanternpk.fit import file_sha256, load_run, summary_from_run
-from lanternpk.io import write_text_atomic
+from lanternpk.io import check_writable, write_text_atomic
 from lanternpk.report import figures
 from lanternpk.solver.closed_form import organ_cells
 
@@ -540,10 +540,7 @@ def check_report_directory(out: str | os.PathLike, names: Iterable[str] = REPORT
         if foreign:
             raise UsageError(f"refusing to write a report into {out}: it does not hold a "
                              f"lanternpk report (found {', '.join(foreign[:3])})")
-    existing = next(p for p in (out.resolve(), *out.resolve().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write a report into {out}: {existing} is not a writable "
-                         "directory")
+    check_writable(out, what=f"write a report into {out}")
 
 
 def write_report(out: str | os.PathLike, files: dict[str, str]) -> Path:
