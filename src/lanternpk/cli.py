@@ -30,21 +30,30 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from lanternpk.data.load import load_calibration, load_observations
     from lanternpk.data.validate import describe
 
-    problems = []
-    obs = calibration = None
-    try:
-        obs = load_observations(args.data)
-    except DataError as err:
-        problems += err.problems
-    if args.calibration is not None:
+    if args.model is not None:  # the checks fit makes before compiling anything
+        from lanternpk.fit import load_inputs
+
+        obs, calibration, spec, data = load_inputs(args.data, args.model, args.calibration)
+    else:
+        problems = []
+        obs = calibration = None
         try:
-            calibration = load_calibration(args.calibration)
+            obs = load_observations(args.data)
         except DataError as err:
             problems += err.problems
-    if problems:
-        raise DataError(problems)
+        if args.calibration is not None:
+            try:
+                calibration = load_calibration(args.calibration)
+            except DataError as err:
+                problems += err.problems
+        if problems:
+            raise DataError(problems)
     print(describe(obs, calibration, source=str(args.data),
                    calibration_source=None if args.calibration is None else str(args.calibration)))
+    if args.model is not None:
+        print(f"{'model spec':<24}{args.model}: {spec.name}, fits these data "
+              f"({len(data.animals)} animals, {len(data.images)} images, "
+              f"{len(data.session_time_d)} imaging sessions)")
     return EXIT_OK
 
 
@@ -125,13 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "validate",
-        help="check an observations file (and standard curve) against the data contract",
+        help="check an observations file (and standard curve, and model spec) before a fit",
         description=(
             "Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error."
         ),
     )
     p.add_argument("data", type=existing_file, help="observations, CSV or Parquet")
     p.add_argument("--calibration", type=existing_file, help="standard curve, CSV or Parquet")
+    p.add_argument("--model", type=existing_file,
+                   help="model spec TOML: also check the data against it, as fit does")
     p.set_defaults(handler=_cmd_validate)
 
     p = commands.add_parser(

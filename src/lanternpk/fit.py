@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import arviz as az
 import numpy as np
@@ -34,7 +35,7 @@ from lanternpk.io import (
     replace_directory,
     staging_directory,
 )
-from lanternpk.model import ModelData, build_model, prepare_data
+from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
 from lanternpk.spec import ModelSpec, load_spec
 
 POSTERIOR_FILE = "posterior.nc"
@@ -109,6 +110,54 @@ class FitResult:
     wall_s: float
 
 
+class Inputs(NamedTuple):
+    """A fit's inputs, read and checked against each other."""
+
+    obs: pd.DataFrame
+    calibration: pd.DataFrame | None
+    spec: ModelSpec
+    data: ModelData
+
+
+def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None) -> Inputs:
+    """Read the observations, standard curve and spec, and check them against each other.
+
+    Every check that needs no compilation: each file against its contract, then the data's
+    cell types, regions and modalities and the standard curve's spike-in regions against
+    the spec.
+
+    Raises
+    ------
+    DataError
+        Every problem found in the three files together (or, when all three are valid on
+        their own, every mismatch between data and spec).
+    """
+    problems: list[Problem] = []
+    loaded = {}
+    for loader, path, slot in ((load_observations, data_path, "obs"),
+                               (load_calibration, calibration_path, "calibration"),
+                               (load_spec, spec_path, "spec")):
+        if path is None:
+            continue
+        try:
+            loaded[slot] = loader(path)
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems)
+    spec, calibration = loaded["spec"], loaded.get("calibration")
+    if calibration is not None:
+        problems += calibration_problems(calibration, spec.organs,
+                                         source=str(calibration_path))
+    try:
+        data = prepare_data(spec, loaded["obs"], source=str(data_path))
+    except DataError as err:
+        problems = err.problems + problems
+    if problems:
+        raise DataError(problems)
+    return Inputs(loaded["obs"], calibration, spec, data)
+
+
 def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Path | None,
         settings: SamplerSettings, command: list[str], overwrite: bool = False,
         progressbar: bool = True) -> FitResult:
@@ -120,27 +169,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     out_dir = Path(out_dir)
     check_replaceable_directory(out_dir, marker=POSTERIOR_FILE, overwrite=overwrite,
                                 inputs=(data_path, spec_path, calibration_path))
-    problems: list[Problem] = []
-    obs = calibration = spec = None
-    for loader, path, slot in ((load_observations, data_path, "obs"),
-                               (load_calibration, calibration_path, "cal"),
-                               (load_spec, spec_path, "spec")):
-        if path is None:
-            continue
-        try:
-            value = loader(path)
-        except DataError as err:
-            problems += err.problems
-            continue
-        if slot == "obs":
-            obs = value
-        elif slot == "cal":
-            calibration = value
-        else:
-            spec = value
-    if problems:
-        raise DataError(problems)
-    data = prepare_data(spec, obs, source=str(data_path))
+    obs, calibration, spec, data = load_inputs(data_path, spec_path, calibration_path)
 
     start = time.perf_counter()
     model = build_model(spec, data, calibration)

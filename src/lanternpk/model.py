@@ -30,7 +30,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from lanternpk.errors import DataError, Problem
+from lanternpk.errors import DataError, Problem, did_you_mean
 from lanternpk.solver.closed_form import organ_cells
 from lanternpk.spec import ModelSpec
 
@@ -87,12 +87,14 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
     for row, value in obs["cell_type"].items():
         if value not in spec.cell_types:
             problems.append(Problem(source, f"cell type not in spec {spec.name} "
-                                    f"(expected one of {list(spec.cell_types)})",
+                                    f"(expected one of {list(spec.cell_types)})"
+                                    + did_you_mean(str(value), spec.cell_types),
                                     row=row, column="cell_type", value=value))
     for row, value in obs["region"].items():
         if value not in regions:
             problems.append(Problem(source, f"region not in spec {spec.name} "
-                                    f"(expected one of {sorted(regions)})",
+                                    f"(expected one of {sorted(regions)})"
+                                    + did_you_mean(str(value), regions),
                                     row=row, column="region", value=value))
     if problems:
         raise DataError(problems[:50])
@@ -324,20 +326,32 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
     return model
 
 
+def _spike_in(calibration: pd.DataFrame) -> np.ndarray:
+    """Which standard-curve rows are ex vivo spike-ins (an empty setting means in vitro)."""
+    setting = calibration.get("setting", pd.Series("in_vitro", index=calibration.index))
+    return (setting.fillna("in_vitro").astype(str) == "ex_vivo").to_numpy()
+
+
+def calibration_problems(calibration: pd.DataFrame, organs, *, source: str = "calibration"
+                         ) -> list[Problem]:
+    """Ex vivo spike-in rows whose region is not an organ of the spec (one per row)."""
+    ex_vivo = _spike_in(calibration)
+    return [Problem(source, "ex vivo spike-in region is not an organ of the spec (expected "
+                    f"one of {list(organs)})", row=row, column="region", value=region)
+            for row, region in calibration["region"][ex_vivo].astype(str).items()
+            if region not in organs][:50]
+
+
 def _standard_curve(calibration: pd.DataFrame, log_ppc, log_t_ex_vivo, organs) -> None:
     """Likelihood of the standard curve: log flux = log(photons/cell × [T_ex] × cells) + ε."""
-    setting = calibration.get("setting", pd.Series("in_vitro", index=calibration.index))
-    setting = setting.fillna("in_vitro").astype(str).replace("", "in_vitro").to_numpy()
     organ_index = {o: i for i, o in enumerate(organs)}
     log_mean = np.log(calibration["cells"].to_numpy(float)) + log_ppc
-    ex_vivo = setting == "ex_vivo"
+    ex_vivo = _spike_in(calibration)
     if ex_vivo.any():
+        problems = calibration_problems(calibration, organs)
+        if problems:
+            raise DataError(problems)
         regions = calibration["region"].astype(str).to_numpy()[ex_vivo]
-        unknown = [r for r in regions if r not in organ_index]
-        if unknown:
-            raise DataError([Problem("calibration", "ex vivo spike-in region is not an organ "
-                                     f"of the spec (expected one of {list(organs)})",
-                                     column="region", value=unknown[0])])
         shift = np.zeros(len(calibration), dtype=int)
         shift[ex_vivo] = [organ_index[r] for r in regions]
         log_mean = log_mean + pt.switch(ex_vivo, log_t_ex_vivo[shift], 0.0)

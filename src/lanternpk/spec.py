@@ -107,7 +107,7 @@ from pydantic import (
     model_validator,
 )
 
-from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
 
 __all__ = [
     "FLOW_KINDS",
@@ -751,13 +751,13 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
         if kind == "extra_forbidden":
             _, parent = _walk(loc[:-1])
             allowed = _keys_of(parent)
-            message = f"unknown key {loc[-1]!r}" + _hint(str(loc[-1]), allowed)
+            message = f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), allowed)
             if allowed:
                 message += f"; allowed keys: {', '.join(allowed)}"
         elif kind == "union_tag_invalid":
             path, value = f"{path}.dist", ctx.get("tag")
             tags = _tags_of(target)
-            message = f"unknown distribution {value!r}" + _hint(str(value), tags)
+            message = f"unknown distribution {value!r}" + did_you_mean(str(value), tags)
             message += f"; one of {', '.join(tags)}"
         elif kind == "union_tag_not_found":
             path, value = f"{path}.dist", None
@@ -765,7 +765,7 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
         elif kind == "literal_error":
             options = [str(o) for o in get_args(_unwrap(target))]
             message = "must be " + " or ".join(repr(o) for o in options)
-            message += _hint(str(value), options)
+            message += did_you_mean(str(value), options)
         elif kind in _MESSAGES:
             message = _MESSAGES[kind]
             if kind == "float_type" and isinstance(value, str):
@@ -776,11 +776,6 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
             value = None
         problems.append(Problem(file=file, column=path or None, value=value, message=message))
     return problems
-
-
-def _hint(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _unwrap(tp: Any) -> Any:
@@ -919,7 +914,7 @@ class _Checker:
                 "model.filter",
                 filt,
                 f"{filt!r} {what}; the filter must be an organ compartment"
-                + _hint(filt, organs)
+                + did_you_mean(filt, organs)
                 + f" (organs: {', '.join(organs)})",
             )
         return kinds if ok else None
@@ -965,7 +960,7 @@ class _Checker:
                         f"flows[{i}].{key}",
                         name,
                         f"unknown compartment {name!r}"
-                        + _hint(name, kinds)
+                        + did_you_mean(name, kinds)
                         + f"; compartments: {', '.join(kinds)}",
                     )
             if bad_name:
@@ -1019,7 +1014,7 @@ class _Checker:
                             f"priors.{kind}.{organ}",
                             None,
                             f"no {kind} flow belongs to {organ!r}"
-                            + _hint(organ, owners)
+                            + did_you_mean(organ, owners)
                             + f"; {kind} flows belong to: {', '.join(owners)}",
                         )
                 for organ in owners:
@@ -1075,7 +1070,7 @@ class _Checker:
                     f"{path}.{key}",
                     None,
                     f"{key!r} is not a declared cell type"
-                    + _hint(key, cells)
+                    + did_you_mean(key, cells)
                     + f"; keys are the cell types ({', '.join(cells)}) or exactly one key "
                     f"{SHARED!r}",
                 )
@@ -1172,7 +1167,7 @@ class _Checker:
                         f"measurement.transmission.{modality}.{organ}",
                         None,
                         what
-                        + _hint(organ, organs)
+                        + did_you_mean(organ, organs)
                         + f"; transmissions are per organ ({', '.join(organs)})",
                     )
         for region, target in spec.regions.items():
@@ -1201,7 +1196,7 @@ class _Checker:
                 else:
                     message = (
                         f"unknown compartment {target!r}"
-                        + _hint(target, organs)
+                        + did_you_mean(target, organs)
                         + f"; regions map to an organ ({', '.join(organs)}) or "
                         f"{WHOLE_BODY!r}"
                     )

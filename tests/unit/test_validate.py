@@ -412,3 +412,58 @@ def test_cli_missing_file_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no such file" in err
     assert "Traceback" not in err
+
+
+# --- against a model spec (the checks fit makes before compiling) -----------------------------
+
+ROOT = Path(__file__).parents[2]
+ALS = ROOT / "data" / "als_mouse"
+SPEC = ROOT / "models" / "muse_vs_msc.toml"
+
+
+def test_validate_with_model_reports_that_the_data_fit_the_spec(capsys):
+    rc = main(["validate", str(ALS / "observations.csv"), "--calibration",
+               str(ALS / "calibration.csv"), "--model", str(SPEC)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == ""
+    assert (f"model spec              {SPEC}: muse_vs_msc, fits these data (16 animals, "
+            "96 images, 80 imaging sessions)") in out.splitlines()
+
+
+def test_validate_with_model_names_rows_the_spec_cannot_model(tmp_path, capsys):
+    """A misspelt region and cell type in the data and a spike-in region the spec lacks,
+    all reported together with file, row, column, value and a hint; nothing is written."""
+    obs = pd.read_csv(ALS / "observations.csv", dtype=str, keep_default_na=False)
+    obs.loc[0, "region"] = "spinal_cod"
+    animal = obs["animal"][obs["cell_type"] == "muse"].iloc[0]
+    renamed = obs.index[obs["animal"] == animal]
+    obs.loc[renamed, "cell_type"] = "Muse"
+    data = tmp_path / "obs.csv"
+    obs.to_csv(data, index=False)
+    cal = pd.read_csv(ALS / "calibration.csv", dtype=str, keep_default_na=False)
+    cal.loc[1, ["setting", "region"]] = ["ex_vivo", "kidney"]
+    cal_path = tmp_path / "cal.csv"
+    cal.to_csv(cal_path, index=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["validate", str(data), "--calibration", str(cal_path), "--model", str(SPEC)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert (f"{data}, row 2, column 'region', value 'spinal_cod': region not in spec "
+            "muse_vs_msc (expected one of ['damaged_organ', 'femur', 'lung', 'spinal_cord', "
+            "'whole_body']) (did you mean 'spinal_cord'?)") in err
+    assert (f"{data}, row {renamed[0] + 2}, column 'cell_type', value 'Muse': cell type not "
+            "in spec muse_vs_msc (expected one of ['muse', 'msc']) (did you mean 'muse'?)") in err
+    assert (f"{cal_path}, row 3, column 'region', value 'kidney': ex vivo spike-in region is "
+            "not an organ of the spec") in err
+    assert f"{len(renamed) + 2} problem(s) found" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_validate_with_model_reports_a_bad_spec_with_bad_data(tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.read_text().replace('blood = "fast"', 'blood = "quick"'))
+    rc = main(["validate", str(VALID), "--model", str(spec)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{spec}, column 'model.blood', value 'quick'" in err
+    assert "Traceback" not in err
