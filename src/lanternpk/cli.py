@@ -67,7 +67,12 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
         raise UsageError(f"refusing to write {out}: it is one of the input files")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
-    table = import_livingimage(args.exports, mapping=args.map)
+    model = None
+    if args.model is not None:
+        from lanternpk.spec import load_spec
+
+        model = load_spec(args.model)
+    table = import_livingimage(args.exports, mapping=args.map, model=model)
     write_table_atomic(out, table)
     print(f"wrote {len(table)} observations from {len(args.exports)} export(s) to {args.out}")
     return EXIT_OK
@@ -153,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", required=True, type=existing_file, help="mapping TOML")
     p.add_argument("--out", required=True, type=Path, help="observations file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--model", type=existing_file,
+                   help="model spec TOML: also check the mapping's regions and cell types")
     p.set_defaults(handler=_cmd_import_livingimage)
 
     p = commands.add_parser(

@@ -11,6 +11,7 @@ from lanternpk.cli import main
 from lanternpk.data.livingimage import import_livingimage
 from lanternpk.data.schema import OBSERVATION_COLUMNS
 from lanternpk.errors import DataError
+from lanternpk.spec import load_spec
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "livingimage"
 MAP = FIXTURES / "map.toml"
@@ -252,3 +253,45 @@ def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert message in err and "1 problem(s) found" in err and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- against a spec
+
+SPEC = Path(__file__).parents[2] / "models" / "muse_vs_msc.toml"
+
+
+def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Misspelt regions (global, per image, fixed LOD) and a cell type the spec lacks are
+    reported at import with the mapping key and a hint; without --model they are not."""
+    text = MAP.read_text(encoding="utf-8")
+    text = text.replace('"ROI 3" = "spinal_cord"', '"ROI 3" = "spinal_cod"')
+    text = text.replace('cell_type = "msc"', 'cell_type = "mscs"')
+    text = text.replace('cell_type = "muse"',
+                        'cell_type = "muse"\n[images."IMG0001".rois]\n"ROI 2" = "femr"')
+    text = text.replace("k_sd = 3.0", "k_sd = 3.0\nfixed = { lungs = 2.0e4 }")
+    mapping = _write(tmp_path / "map.toml", text)
+    out = tmp_path / "obs.csv"
+    argv = ["import-livingimage", str(REFERENCE), "--map", str(mapping), "--out", str(out)]
+    assert main([*argv, "--model", str(SPEC)]) == 1
+    err = capsys.readouterr().err
+    for expected in [
+        "column 'rois.\"ROI 3\"', value 'spinal_cod': region not in spec muse_vs_msc "
+        "(expected one of ['damaged_organ', 'femur', 'lung', 'spinal_cord', 'whole_body']) "
+        "(did you mean 'spinal_cord'?)",
+        "column 'images.IMG0001.rois.\"ROI 2\"', value 'femr': region not in spec "
+        "muse_vs_msc",
+        "column 'lod.fixed.lungs', value 'lungs': region not in spec muse_vs_msc",
+        "column 'images.IMG0002.cell_type', value 'mscs': cell type not in spec muse_vs_msc "
+        "(expected one of ['msc', 'muse']) (did you mean 'msc'?)",
+    ]:
+        assert f"{mapping}, {expected}" in err
+    assert "4 problem(s) found" in err and "Traceback" not in err
+    assert not out.exists()
+    assert main(argv) == 0  # the spec's vocabulary is not the mapping's contract
+    assert out.exists()
+
+
+def test_mapping_consistent_with_the_spec_imports_as_without_it(tmp_path: Path) -> None:
+    with_spec = import_livingimage([REFERENCE], mapping=MAP, model=load_spec(SPEC))
+    pd.testing.assert_frame_equal(with_spec, import_livingimage([REFERENCE], mapping=MAP))

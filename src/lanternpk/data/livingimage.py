@@ -69,7 +69,7 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import pandas as pd
 from pydantic import (
@@ -88,9 +88,12 @@ from lanternpk.data.schema import (
     OBSERVATION_KEY,
     OPTIONAL_OBSERVATION_COLUMNS,
 )
-from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
 
-__all__ = ["LivingImageMapping", "import_livingimage", "load_mapping"]
+if TYPE_CHECKING:
+    from lanternpk.spec import ModelSpec
+
+__all__ = ["LivingImageMapping", "import_livingimage", "load_mapping", "mapping_vs_spec"]
 
 # --------------------------------------------------------------------------- mapping schema
 
@@ -478,7 +481,41 @@ def _once(problems: dict[tuple, list], key: tuple, problem: Problem) -> None:
     problems.setdefault(key, [problem, 0])[1] += 1
 
 
-def import_livingimage(exports: Sequence[Path], *, mapping: Path) -> pd.DataFrame:
+def mapping_vs_spec(file: str, mapping: LivingImageMapping, images: dict[str, _Image],
+                    model: ModelSpec) -> list[Problem]:
+    """Regions and cell types of a mapping that the model spec does not have.
+
+    Each problem names the mapping key (``rois."ROI 1"``, ``images."IMG1".rois."ROI 3"``,
+    ``lod.fixed.lung``, ``images."IMG1".cell_type`` or ``defaults.cell_type``), the value and
+    the closest name the spec has.
+    """
+    regions = model.region_compartments
+    problems: list[Problem] = []
+
+    def check(where: list[str], value: str, known, what: str) -> None:
+        if value not in known:
+            problems.append(Problem(
+                file, f"{what} not in spec {model.name} (expected one of {sorted(known)})"
+                + did_you_mean(value, known), column=_key_path(where), value=value))
+
+    for roi, region in mapping.rois.items():
+        check(["rois", roi], region, regions, "region")
+    for key, entry in mapping.images.items():
+        for roi, region in entry.rois.items():
+            check(["images", key, "rois", roi], region, regions, "region")
+    for region in mapping.lod.fixed or {}:
+        check(["lod", "fixed", region], region, regions, "region")
+    if mapping.defaults.cell_type is not None:
+        check(["defaults", "cell_type"], mapping.defaults.cell_type, model.cell_types,
+              "cell type")
+    for key, entry in mapping.images.items():
+        if entry.cell_type is not None:
+            check(["images", key, "cell_type"], entry.cell_type, model.cell_types, "cell type")
+    return problems
+
+
+def import_livingimage(exports: Sequence[Path], *, mapping: Path,
+                       model: ModelSpec | None = None) -> pd.DataFrame:
     """Convert Living Image ROI exports into the canonical observation table.
 
     Parameters
@@ -489,6 +526,9 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path) -> pd.DataFram
     mapping : Path
         Mapping TOML: Image Number → study/animal/cell type/dose/time/modality, ROI name →
         region, and the limit-of-detection rule (schema in the module docstring).
+    model : ModelSpec, optional
+        Also check the mapping's regions and cell types against this spec
+        (:func:`mapping_vs_spec`).
 
     Returns
     -------
@@ -517,7 +557,7 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path) -> pd.DataFram
     except DataError as err:
         spec, images, problems = None, {}, list(err.problems)
     else:
-        problems = []
+        problems = [] if model is None else mapping_vs_spec(map_file, spec, images, model)
     rule = spec is not None and spec.lod.background_rois is not None
     rows: list[_Row] = []
     for path in exports:
