@@ -430,6 +430,14 @@ def test_validate_with_model_reports_that_the_data_fit_the_spec(capsys):
             "96 images, 80 imaging sessions)") in out.splitlines()
 
 
+def test_validate_with_model_takes_a_standard_curve_without_optional_columns(tmp_path, capsys):
+    cal = pd.read_csv(ALS / "calibration.csv", dtype=str)[["cells", "flux"]]
+    cal.to_csv(tmp_path / "cal.csv", index=False)
+    rc = main(["validate", str(ALS / "observations.csv"), "--calibration",
+               str(tmp_path / "cal.csv"), "--model", str(SPEC)])
+    assert rc == 0 and capsys.readouterr().err == ""
+
+
 def test_validate_with_model_names_rows_the_spec_cannot_model(tmp_path, capsys):
     """A misspelt region and cell type in the data and a spike-in region the spec lacks,
     all reported together with file, row, column, value and a hint; nothing is written."""
