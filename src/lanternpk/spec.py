@@ -60,16 +60,19 @@ Schema
 
 Distributions (every one carries non-empty ``units`` and ``source``):
 
-``lognormal(median > 0, sigma > 0)``
+``lognormal(median > 0, 0 < sigma ≤ 10)``
     ``log X ~ Normal(log median, sigma)``.
-``logratio_normal(0 < median < 1, sigma > 0)``
+``logratio_normal(0 < median < 1, 0 < sigma ≤ 10)``
     first-pass fractions only: ``log(f_j / f_other) ~ Normal(log(median_j / m_other), sigma)``
     where ``m_other = 1 - sum_j median_j`` (per cell type) is the median of the remainder
     that goes neither to a modelled organ (liver, spleen, death in blood). The medians of a
     cell type must sum to < 1. ``median_j / m_other`` is the exact prior median of the ratio;
     the median of ``f_j`` itself is close to ``median_j`` when the sigmas are moderate.
-``halfnormal(sigma > 0)``
-    standard deviations (random effects, image gain, residual).
+``halfnormal(0 < sigma ≤ 10)``
+    standard deviations (random effects, image gain, residual), all of log quantities.
+
+A sigma above 10 on a log scale (a 90% prior range of a factor 1.4e7 either way) is refused:
+exponentiated prior draws would overflow or underflow float64.
 ``normal(mu, sigma > 0)``
     parsed for completeness; no slot of the current model accepts it, since every model
     parameter is positive or a fraction.
@@ -151,6 +154,12 @@ _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Number = StrictFloat
 
+#: Largest prior sigma on a log scale: 10 already gives a 90% prior range of a factor 1.4e7
+#: either way; beyond it, exponentiated prior draws overflow or underflow float64.
+MAX_LOG_SIGMA = 10.0
+#: A prior's sigma where the quantity is on a log scale (all of this model's priors).
+LogSigma = Annotated[StrictFloat, Field(gt=0, le=MAX_LOG_SIGMA)]
+
 
 class LogNormal(BaseModel):
     """Log-normal prior: ``log X ~ Normal(log median, sigma)``.
@@ -160,7 +169,7 @@ class LogNormal(BaseModel):
     median : float
         Median of X, > 0, in ``units``.
     sigma : float
-        Standard deviation of log X, > 0 (dimensionless).
+        Standard deviation of log X, in (0, 10] (dimensionless).
     units, source : str
         Units of X, and where the numbers come from (a SCIENCE.md row).
     """
@@ -169,7 +178,7 @@ class LogNormal(BaseModel):
 
     dist: Literal["lognormal"]
     median: Number = Field(gt=0)
-    sigma: Number = Field(gt=0)
+    sigma: LogSigma
     units: Text
     source: Text
 
@@ -182,7 +191,7 @@ class LogRatioNormal(BaseModel):
     median : float
         Prior median of the fraction of blood outflow, in (0, 1).
     sigma : float
-        Standard deviation of ``log(f_j / f_other)``, > 0 (dimensionless).
+        Standard deviation of ``log(f_j / f_other)``, in (0, 10] (dimensionless).
     units, source : str
         Units (a fraction of blood outflow), and where the numbers come from.
     """
@@ -191,7 +200,7 @@ class LogRatioNormal(BaseModel):
 
     dist: Literal["logratio_normal"]
     median: Number = Field(gt=0, lt=1)
-    sigma: Number = Field(gt=0)
+    sigma: LogSigma
     units: Text
     source: Text
 
@@ -202,7 +211,8 @@ class HalfNormal(BaseModel):
     Parameters
     ----------
     sigma : float
-        Scale, > 0, in ``units``.
+        Scale, in (0, 10], in ``units`` (every half-normal prior of the model is on the sd
+        of a log quantity).
     units, source : str
         Units, and where the number comes from.
     """
@@ -210,7 +220,7 @@ class HalfNormal(BaseModel):
     model_config = _CONFIG
 
     dist: Literal["halfnormal"]
-    sigma: Number = Field(gt=0)
+    sigma: LogSigma
     units: Text
     source: Text
 
@@ -772,6 +782,9 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
                 message += " (write it without quotes)"
         else:
             message = re.sub(r"^(Input should be|Value error,)\s*", "must be ", err["msg"])
+            if kind == "less_than_equal" and loc[-1] == "sigma":
+                message += (" (the sd of a log: 10 is already a 90% prior range of a factor "
+                            "1.4e7 either way, and prior draws beyond it overflow)")
         if isinstance(value, dict | list | tuple) or kind == "missing":
             value = None
         problems.append(Problem(file=file, column=path or None, value=value, message=message))

@@ -253,6 +253,11 @@ BAD_SPECS: dict[str, list[str]] = {
     "negative_sigma.toml": [
         "column 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
     ],
+    "huge_sigma.toml": [
+        "column 'priors.release.lung.muse.sigma', value 1e+300: must be less than or equal to "
+        "10 (the sd of a log: 10 is already a 90% prior range of a factor 1.4e7 either way, "
+        "and prior draws beyond it overflow)"
+    ],
     "zero_median.toml": [
         "column 'measurement.photons_per_cell.median', value 0: must be greater than 0"
     ],
