@@ -32,6 +32,8 @@ class Problem:
         Row as a spreadsheet numbers it: the header is row 1, the first data row is row 2.
     column : str or None
         Column name (or TOML key) the problem is in.
+    line : int or None
+        Line of a text file (a TOML key's), from 1.
     value : object
         The offending value as read, or None when there is none (e.g. a missing column).
     """
@@ -41,11 +43,14 @@ class Problem:
     row: int | None = None
     column: str | None = None
     value: object = None
+    line: int | None = None
 
     def __str__(self) -> str:
         where = [self.file]
         if self.row is not None:
             where.append(f"row {self.row}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
         if self.column is not None:
             where.append(f"column '{self.column}'")
         if self.value is not None:

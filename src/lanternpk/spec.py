@@ -111,6 +111,7 @@ from pydantic import (
 )
 
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
+from lanternpk.tomlfile import with_lines
 
 __all__ = [
     "FLOW_KINDS",
@@ -704,7 +705,7 @@ def parse_spec(text: str, *, file: str = "<spec>") -> ModelSpec:
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:
-        raise DataError(_problems(exc, file)) from None
+        raise DataError(with_lines(_problems(exc, file), text)) from None
 
 
 # ---- turning pydantic errors into problems -------------------------------------------

@@ -5,7 +5,10 @@ Nothing in the file is executed: TOML is parsed as data and checked field by fie
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
+import re
 import tomllib
 from pathlib import Path
 from typing import TypeVar
@@ -15,6 +18,95 @@ from pydantic import BaseModel, ValidationError
 from lanternpk.errors import DataError, Problem
 
 M = TypeVar("M", bound=BaseModel)
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_DOTTED = rf"{_KEY}(?:[ \t]*\.[ \t]*{_KEY})*"
+_HEADER = re.compile(rf"^[ \t]*(\[\[?)[ \t]*({_DOTTED})[ \t]*\]")
+_ASSIGN = re.compile(rf"^[ \t]*({_DOTTED})[ \t]*=")
+_PART = re.compile(rf"{_KEY}")
+_PATH_PART = re.compile(r"""\[(\d+)\]|"((?:[^"\\]|\\.)*)"|([^."\[\]]+)""")
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    parts = []
+    for raw in _PART.findall(dotted):
+        if raw.startswith('"'):
+            parts.append(json.loads(raw))
+        elif raw.startswith("'"):
+            parts.append(raw[1:-1])
+        else:
+            parts.append(raw)
+    return tuple(parts)
+
+
+def key_lines(text: str) -> dict[tuple, int]:
+    """Line (from 1) where each table and key of a TOML document is first written.
+
+    Keys are tuples of names, with the item number (from 0) after an array of tables'
+    name, as pydantic locates them: ``("flows", 4, "from")``. A key of an inline table
+    is found at its table's line (see :func:`line_of`). Lines inside multi-line strings are
+    skipped. Best effort: used only to say where a problem is.
+    """
+    lines: dict[tuple, int] = {}
+    counts: dict[tuple, int] = {}
+    table: tuple = ()
+    in_string = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string is not None:
+            if in_string in line:
+                in_string = None
+            continue
+        header = _HEADER.match(line)
+        assign = None if header else _ASSIGN.match(line)
+        if header:
+            table = ()
+            for part in _key_parts(header[2]):
+                table += (part,)
+                if table in counts:
+                    table += (counts[table],)
+            if header[1] == "[[":
+                base = table[:-1] if len(table) > 1 and isinstance(table[-1], int) else table
+                counts[base] = counts.get(base, -1) + 1
+                table = (*base, counts[base])
+            key = table
+        elif assign:
+            key = table + _key_parts(assign[1])
+            rest = line[assign.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) % 2:
+                    in_string = quote
+        else:
+            continue
+        for end in range(1, len(key) + 1):
+            lines.setdefault(key[:end], number)
+    return lines
+
+
+def path_parts(path: str) -> tuple:
+    """``'flows[4].from'`` or ``'images."IMG 1".rois'`` as a key tuple (see :func:`key_lines`)."""
+    parts: list = []
+    for index, quoted, bare in _PATH_PART.findall(path):
+        if index:
+            parts.append(int(index))
+        elif quoted or bare:
+            parts.append(json.loads(f'"{quoted}"') if quoted else bare.strip())
+    return tuple(parts)
+
+
+def line_of(lines: dict[tuple, int], key: tuple) -> int | None:
+    """Line of the longest written prefix of ``key`` (keys not in the file are skipped)."""
+    found: tuple = ()
+    for part in key:
+        if (*found, part) in lines:
+            found += (part,)
+    return lines.get(found) if found else None
+
+
+def with_lines(problems: list[Problem], text: str) -> list[Problem]:
+    """Problems naming a TOML key, with the key's line added."""
+    lines = key_lines(text)
+    return [dataclasses.replace(p, line=line_of(lines, path_parts(p.column)))
+            if p.column and p.line is None and p.row is None else p for p in problems]
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -63,7 +155,8 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     """
     file = str(path)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise DataError([Problem(file=file, message=f"not valid TOML: {err}")]) from None
     except (OSError, UnicodeDecodeError) as err:
@@ -71,4 +164,5 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise DataError(problems_from_validation(err, file=file, model=model)) from None
+        problems = problems_from_validation(err, file=file, model=model)
+        raise DataError(with_lines(problems, text)) from None

@@ -276,14 +276,14 @@ def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
     assert main([*argv, "--model", str(SPEC)]) == 1
     err = capsys.readouterr().err
     for expected in [
-        "column 'rois.\"ROI 3\"', value 'spinal_cod': region not in spec muse_vs_msc "
+        "line 21, column 'rois.\"ROI 3\"', value 'spinal_cod': region not in spec muse_vs_msc "
         "(expected one of ['damaged_organ', 'femur', 'lung', 'spinal_cord', 'whole_body']) "
         "(did you mean 'spinal_cord'?)",
-        "column 'images.IMG0001.rois.\"ROI 2\"', value 'femr': region not in spec "
+        "line 12, column 'images.IMG0001.rois.\"ROI 2\"', value 'femr': region not in spec "
         "muse_vs_msc",
-        "column 'lod.fixed.lungs', value 'lungs': region not in spec muse_vs_msc",
-        "column 'images.IMG0002.cell_type', value 'mscs': cell type not in spec muse_vs_msc "
-        "(expected one of ['msc', 'muse']) (did you mean 'msc'?)",
+        "line 26, column 'lod.fixed.lungs', value 'lungs': region not in spec muse_vs_msc",
+        "line 16, column 'images.IMG0002.cell_type', value 'mscs': cell type not in spec "
+        "muse_vs_msc (expected one of ['msc', 'muse']) (did you mean 'msc'?)",
     ]:
         assert f"{mapping}, {expected}" in err
     assert "4 problem(s) found" in err and "Traceback" not in err

@@ -230,98 +230,117 @@ def test_rate_matrix_checks_its_inputs() -> None:
 
 BAD_SPECS: dict[str, list[str]] = {
     "unknown_key.toml": [
-        "column 'priors.loss.lung.muse.sigmma', value 1.0: unknown key 'sigmma' (did you mean "
+        "line 63, column 'priors.loss.lung.muse.sigmma', value 1.0: unknown key 'sigmma' (did you "
+        "mean "
         "'sigma'?); allowed keys: dist, median, sigma, units, source"
     ],
     "unknown_flow_key.toml": [
-        "column 'flows[4].form', value 'femur': unknown key 'form' (did you mean 'from'?); "
+        "line 46, column 'flows[4].form', value 'femur': unknown key 'form' (did you mean "
+        "'from'?); "
         "allowed keys: from, to, type"
     ],
     "unknown_section.toml": [
-        "column 'random_efects': unknown key 'random_efects' (did you mean 'random_effects'?); "
+        "line 69, column 'random_efects': unknown key 'random_efects' (did you mean "
+        "'random_effects'?); "
         "allowed keys: model, compartments, flows, priors, random_effects, measurement, regions"
     ],
     "flow_unknown_compartment.toml": [
-        "column 'flows[1].to', value 'femr': unknown compartment 'femr' (did you mean 'femur'?);"
+        "line 32, column 'flows[1].to', value 'femr': unknown compartment 'femr' (did you mean "
+        "'femur'?);"
         " compartments: blood, lung, femur, sink"
     ],
     "first_pass_sum.toml": [
-        "column 'priors.first_pass', value 1.01: first-pass fractions cannot sum to ≤ 1: the "
+        "line 50, column 'priors.first_pass', value 1.01: first-pass fractions cannot sum to ≤ 1: "
+        "the "
         "medians for cell type 'muse' (lung 0.98 + femur 0.03) sum to 1.01; lower them so that "
         "the 'other' remainder (liver, spleen, death in blood) is positive"
     ],
     "negative_sigma.toml": [
-        "column 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
+        "line 59, column 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
     ],
     "huge_sigma.toml": [
-        "column 'priors.release.lung.muse.sigma', value 1e+300: must be less than or equal to "
+        "line 59, column 'priors.release.lung.muse.sigma', value 1e+300: must be less than or "
+        "equal to "
         "10 (the sd of a log: 10 is already a 90% prior range of a factor 1.4e7 either way, "
         "and prior draws beyond it overflow)"
     ],
     "zero_median.toml": [
-        "column 'measurement.photons_per_cell.median', value 0: must be greater than 0"
+        "line 75, column 'measurement.photons_per_cell.median', value 0: must be greater than 0"
     ],
     "region_missing_compartment.toml": [
-        "column 'regions.femur', value 'femurr': unknown compartment 'femurr' (did you mean "
+        "line 88, column 'regions.femur', value 'femurr': unknown compartment 'femurr' (did you "
+        "mean "
         "'femur'?); regions map to an organ (lung, femur) or '*'"
     ],
     "region_without_transmission.toml": [
-        "column 'regions.femur', value 'femur': organ 'femur' has no transmission prior; add it "
+        "line 87, column 'regions.femur', value 'femur': organ 'femur' has no transmission prior; "
+        "add it "
         "under [measurement.transmission.in_vivo] or [measurement.transmission.ex_vivo]"
     ],
     "transmission_unknown_compartment.toml": [
-        "column 'measurement.transmission.ex_vivo.lungs': unknown compartment 'lungs' (did you "
+        "line 84, column 'measurement.transmission.ex_vivo.lungs': unknown compartment 'lungs' "
+        "(did you "
         "mean 'lung'?); transmissions are per organ (lung, femur)"
     ],
     "unknown_dist.toml": [
-        "column 'priors.release.lung.msc.dist', value 'lognorml': unknown distribution "
+        "line 60, column 'priors.release.lung.msc.dist', value 'lognorml': unknown distribution "
         "'lognorml' (did you mean 'lognormal'?); one of lognormal, logratio_normal, halfnormal, "
         "normal"
     ],
     "wrong_dist_for_slot.toml": [
-        "column 'priors.first_pass.femur.msc.dist', value 'lognormal': this parameter takes "
+        "line 56, column 'priors.first_pass.femur.msc.dist', value 'lognormal': this parameter "
+        "takes "
         "dist = 'logratio_normal'"
     ],
     "release_not_from_filter.toml": [
-        "column 'flows[2].from', value 'femur': release flows go from the filter organ ('lung') "
+        "line 36, column 'flows[2].from', value 'femur': release flows go from the filter organ "
+        "('lung') "
         "to the blood compartment; got from 'femur'"
     ],
     "missing_loss_flow.toml": [
-        "column 'flows': organ 'femur' must have exactly one loss flow (to the sink); found none"
+        "line 25, column 'flows': organ 'femur' must have exactly one loss flow (to the sink); "
+        "found none"
     ],
     "prior_without_flow.toml": [
-        "column 'priors.release.femur': no release flow belongs to 'femur'; release flows "
+        "line 62, column 'priors.release.femur': no release flow belongs to 'femur'; release flows "
         "belong to: lung"
     ],
     "unknown_cell_type.toml": [
-        "column 'priors.loss.lung.mcs': 'mcs' is not a declared cell type (did you mean 'msc'?);"
+        "line 64, column 'priors.loss.lung.mcs': 'mcs' is not a declared cell type (did you mean "
+        "'msc'?);"
         " keys are the cell types (muse, msc) or exactly one key 'all'"
     ],
     "shared_mixed.toml": [
-        "column 'priors.loss.femur': a prior keyed 'all' is shared by every cell type and cannot"
+        "line 66, column 'priors.loss.femur': a prior keyed 'all' is shared by every cell type and "
+        "cannot"
         " be mixed with per-cell-type keys (muse)"
     ],
     "explicit_without_efflux.toml": [
-        "column 'priors.blood_efflux': required when model.blood = 'explicit': a prior on the "
+        "line 50, column 'priors.blood_efflux': required when model.blood = 'explicit': a prior on "
+        "the "
         "rate cells leave blood (1/day)"
     ],
     "rate_units.toml": [
-        "column 'priors.loss.lung.muse.units', value '1/h': rates must be given in '1/day' (a "
+        "line 63, column 'priors.loss.lung.muse.units', value '1/h': rates must be given in "
+        "'1/day' (a "
         "half-life of t days is a rate of ln 2 / t per day)"
     ],
     "missing_source.toml": [
-        "column 'measurement.photons_per_cell.source': required key is missing"
+        "line 75, column 'measurement.photons_per_cell.source': required key is missing"
     ],
     "filter_not_organ.toml": [
-        "column 'model.filter', value 'blood': 'blood' is the blood compartment; the filter must "
+        "line 7, column 'model.filter', value 'blood': 'blood' is the blood compartment; the "
+        "filter must "
         "be an organ compartment (organs: lung, femur)"
     ],
     "number_as_string.toml": [
-        "column 'priors.release.lung.msc.median', value '0.05': must be a number (write it "
+        "line 60, column 'priors.release.lung.msc.median', value '0.05': must be a number (write "
+        "it "
         "without quotes)"
     ],
     "bad_blood_model.toml": [
-        "column 'model.blood', value 'fats': must be 'fast' or 'explicit' (did you mean 'fast'?)"
+        "line 6, column 'model.blood', value 'fats': must be 'fast' or 'explicit' (did you mean "
+        "'fast'?)"
     ],
     "toml_syntax.toml": ["not valid TOML: Invalid value (at line 6, column 9)"],
 }
@@ -331,7 +350,7 @@ BAD_SPECS: dict[str, list[str]] = {
 def test_bad_spec_gives_exact_problems(fixture: str) -> None:
     path = SPECS / fixture
     assert problems_of(path) == [
-        f"{path}, {m}" if m.startswith("column") else f"{path}: {m}" for m in BAD_SPECS[fixture]
+        f"{path}, {m}" if m.startswith("line") else f"{path}: {m}" for m in BAD_SPECS[fixture]
     ]
 
 
@@ -492,7 +511,8 @@ def test_whole_body_needs_every_organ_in_vivo() -> None:
     with pytest.raises(DataError) as info:
         parse_spec(text, file="wb.toml")
     assert [str(p) for p in info.value.problems] == [
-        "wb.toml, column 'regions.whole_body', value '*': '*' sums every organ through its in "
+        "wb.toml, line 89, column 'regions.whole_body', value '*': '*' sums every organ through "
+        "its in "
         "vivo transmission, but measurement.transmission.in_vivo has none for femur"
     ]
 

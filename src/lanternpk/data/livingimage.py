@@ -89,6 +89,7 @@ from lanternpk.data.schema import (
     OPTIONAL_OBSERVATION_COLUMNS,
 )
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
+from lanternpk.tomlfile import with_lines
 
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
@@ -230,7 +231,8 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
     """
     file = str(path)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
+        text = Path(path).read_text(encoding="utf-8-sig")
+        raw = tomllib.loads(text)
     except OSError as err:
         raise DataError([Problem(file, f"cannot read the mapping file: {err.strerror}")]) from err
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -238,7 +240,8 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
     try:
         mapping = LivingImageMapping.model_validate(raw)
     except ValidationError as err:
-        raise DataError([_pydantic_problem(file, e) for e in err.errors()]) from err
+        raise DataError(with_lines([_pydantic_problem(file, e) for e in err.errors()],
+                                   text)) from err
 
     problems: list[Problem] = []
     background = set(mapping.lod.background_rois or ())
@@ -277,7 +280,7 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
                     f"'{first_key}' but {value!r} here; one animal has one {name}",
                     column=_key_path(["images", key, name]), value=value))
     if problems:
-        raise DataError(problems)
+        raise DataError(with_lines(problems, text))
     return mapping, images
 
 
@@ -511,6 +514,8 @@ def mapping_vs_spec(file: str, mapping: LivingImageMapping, images: dict[str, _I
     for key, entry in mapping.images.items():
         if entry.cell_type is not None:
             check(["images", key, "cell_type"], entry.cell_type, model.cell_types, "cell type")
+    if problems:  # the file was read by load_mapping a moment ago
+        problems = with_lines(problems, Path(file).read_text(encoding="utf-8-sig"))
     return problems
 
 
