@@ -70,12 +70,12 @@ Distributions (every one carries non-empty ``units`` and ``source``):
     the median of ``f_j`` itself is close to ``median_j`` when the sigmas are moderate.
 ``halfnormal(0 < sigma ≤ 10)``
     standard deviations (random effects, image gain, residual), all of log quantities.
-
-A sigma above 10 on a log scale (a 90% prior range of a factor 1.4e7 either way) is refused:
-exponentiated prior draws would overflow or underflow float64.
 ``normal(mu, sigma > 0)``
     parsed for completeness; no slot of the current model accepts it, since every model
     parameter is positive or a fraction.
+
+A sigma above 10 on a log scale (a 90% prior range of a factor 1.4e7 either way) is refused:
+exponentiated prior draws would overflow or underflow float64.
 
 Which distributions each slot accepts: first_pass ``logratio_normal``; release, loss,
 blood_efflux, photons_per_cell and transmissions ``lognormal``; random effects, image_gain_sd
