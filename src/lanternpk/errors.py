@@ -31,11 +31,13 @@ class Problem:
     row : int or None
         Row as a spreadsheet numbers it: the header is row 1, the first data row is row 2.
     column : str or None
-        Column name (or TOML key) the problem is in.
-    line : int or None
-        Line of a text file (a TOML key's), from 1.
+        Column name the problem is in (a table file).
     value : object
         The offending value as read, or None when there is none (e.g. a missing column).
+    line : int or None
+        Line of a text file the problem is on, from 1 (a TOML key's).
+    key : str or None
+        Dotted TOML key the problem is in (a spec, truth, design or mapping file).
     """
 
     file: str
@@ -44,6 +46,7 @@ class Problem:
     column: str | None = None
     value: object = None
     line: int | None = None
+    key: str | None = None
 
     def __str__(self) -> str:
         where = [self.file]
@@ -53,6 +56,8 @@ class Problem:
             where.append(f"line {self.line}")
         if self.column is not None:
             where.append(f"column '{self.column}'")
+        if self.key is not None:
+            where.append(f"key '{self.key}'")
         if self.value is not None:
             where.append(f"value {self.value!r}")
         return f"{', '.join(where)}: {self.message}"

@@ -750,7 +750,7 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
         error = err.get("ctx", {}).get("error")
         if err["type"] == "value_error" and isinstance(error, _SpecIssues):
             problems.extend(
-                Problem(file=file, column=path, value=value, message=message)
+                Problem(file=file, key=path, value=value, message=message)
                 for path, value, message in error.issues
             )
             continue
@@ -788,7 +788,7 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
                             "1.4e7 either way, and prior draws beyond it overflow)")
         if isinstance(value, dict | list | tuple) or kind == "missing":
             value = None
-        problems.append(Problem(file=file, column=path or None, value=value, message=message))
+        problems.append(Problem(file=file, key=path or None, value=value, message=message))
     return problems
 
 

@@ -105,8 +105,8 @@ def line_of(lines: dict[tuple, int], key: tuple) -> int | None:
 def with_lines(problems: list[Problem], text: str) -> list[Problem]:
     """Problems naming a TOML key, with the key's line added."""
     lines = key_lines(text)
-    return [dataclasses.replace(p, line=line_of(lines, path_parts(p.column)))
-            if p.column and p.line is None and p.row is None else p for p in problems]
+    return [dataclasses.replace(p, line=line_of(lines, path_parts(p.key)))
+            if p.key and p.line is None else p for p in problems]
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -140,7 +140,7 @@ def problems_from_validation(
             value = None
         elif isinstance(value, dict | list):
             value = None
-        problems.append(Problem(file=file, column=key, value=value, message=message))
+        problems.append(Problem(file=file, key=key, value=value, message=message))
     return problems
 
 

@@ -195,22 +195,22 @@ def test_mapping_problems_are_all_collected_with_key_and_hint(tmp_path: Path) ->
     mapping = _mapping(tmp_path, 'animal = "m01"', 'animl = "m01"')
     _write(mapping, mapping.read_text(encoding="utf-8").replace('"in_vivo"', '"invivo"'))
     problems = _problems([REFERENCE], mapping)
-    assert any("column 'images.IMG0001.animl'" in p and "did you mean 'animal'?" in p
+    assert any("key 'images.IMG0001.animl'" in p and "did you mean 'animal'?" in p
                for p in problems)
-    assert any("column 'defaults.modality'" in p and "'invivo'" in p for p in problems)
+    assert any("key 'defaults.modality'" in p and "'invivo'" in p for p in problems)
     assert len(problems) == 2
 
 
 def test_image_fields_may_come_from_defaults_or_the_image(tmp_path: Path) -> None:
     (problem,) = _problems([REFERENCE], _mapping(tmp_path, 'animal = "m01"\n'))
-    assert "column 'images.IMG0001'" in problem and "missing required key 'animal'" in problem
+    assert "key 'images.IMG0001'" in problem and "missing required key 'animal'" in problem
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ("[lod]\nbackground_rois = [\"BKG 1\"]\nk_sd = 3.0", "[lod]",
      "give 'background_rois'"),
     ('animal = "m02"', 'animal = "m01"', "one animal has one cell_type"),
-    ('"ROI 1" = "lung"', '"ROI 1" = "Lung"', "column 'rois.\"ROI 1\"'"),
+    ('"ROI 1" = "lung"', '"ROI 1" = "Lung"', "key 'rois.\"ROI 1\"'"),
     ("dose_cells = 5e4", 'dose_cells = "5e4"', "Input should be a valid number"),
     ("[rois]", "[rois", "not a valid UTF-8 TOML file"),
     ('cell_type = "muse"', 'cell_type = "muse"\nspecies = "mouse"',
@@ -241,7 +241,7 @@ def test_cli_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (("ROI 3", "ROI 9"), ("", ""),
      "row 4, column 'ROI', value 'ROI 9': ROI not in the mapping"),
     (("", ""), ('cell_type = "muse"', 'cel_type = "muse"'),
-     "column 'images.IMG0001.cel_type': unknown key 'cel_type'; did you mean 'cell_type'?"),
+     "key 'images.IMG0001.cel_type': unknown key 'cel_type'; did you mean 'cell_type'?"),
 ])
 def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   export_edit: tuple[str, str], map_edit: tuple[str, str],
@@ -276,13 +276,13 @@ def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
     assert main([*argv, "--model", str(SPEC)]) == 1
     err = capsys.readouterr().err
     for expected in [
-        "line 21, column 'rois.\"ROI 3\"', value 'spinal_cod': region not in spec muse_vs_msc "
+        "line 21, key 'rois.\"ROI 3\"', value 'spinal_cod': region not in spec muse_vs_msc "
         "(expected one of ['damaged_organ', 'femur', 'lung', 'spinal_cord', 'whole_body']) "
         "(did you mean 'spinal_cord'?)",
-        "line 12, column 'images.IMG0001.rois.\"ROI 2\"', value 'femr': region not in spec "
+        "line 12, key 'images.IMG0001.rois.\"ROI 2\"', value 'femr': region not in spec "
         "muse_vs_msc",
-        "line 26, column 'lod.fixed.lungs', value 'lungs': region not in spec muse_vs_msc",
-        "line 16, column 'images.IMG0002.cell_type', value 'mscs': cell type not in spec "
+        "line 26, key 'lod.fixed.lungs', value 'lungs': region not in spec muse_vs_msc",
+        "line 16, key 'images.IMG0002.cell_type', value 'mscs': cell type not in spec "
         "muse_vs_msc (expected one of ['msc', 'muse']) (did you mean 'msc'?)",
     ]:
         assert f"{mapping}, {expected}" in err

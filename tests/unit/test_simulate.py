@@ -93,4 +93,4 @@ def test_truth_numbers_must_be_numbers_not_strings(root, tmp_path):
     """Truth files are read as strictly as specs: a quoted number is an error, not coerced."""
     (problem,) = _truth_problems(root, tmp_path, "photons_per_cell = 800.0",
                                  'photons_per_cell = "800.0"')
-    assert problem.column == "measurement.photons_per_cell" and problem.value == "800.0"
+    assert problem.key == "measurement.photons_per_cell" and problem.value == "800.0"

@@ -230,116 +230,116 @@ def test_rate_matrix_checks_its_inputs() -> None:
 
 BAD_SPECS: dict[str, list[str]] = {
     "unknown_key.toml": [
-        "line 63, column 'priors.loss.lung.muse.sigmma', value 1.0: unknown key 'sigmma' (did you "
+        "line 63, key 'priors.loss.lung.muse.sigmma', value 1.0: unknown key 'sigmma' (did you "
         "mean "
         "'sigma'?); allowed keys: dist, median, sigma, units, source"
     ],
     "unknown_flow_key.toml": [
-        "line 46, column 'flows[4].form', value 'femur': unknown key 'form' (did you mean "
+        "line 46, key 'flows[4].form', value 'femur': unknown key 'form' (did you mean "
         "'from'?); "
         "allowed keys: from, to, type"
     ],
     "unknown_section.toml": [
-        "line 69, column 'random_efects': unknown key 'random_efects' (did you mean "
+        "line 69, key 'random_efects': unknown key 'random_efects' (did you mean "
         "'random_effects'?); "
         "allowed keys: model, compartments, flows, priors, random_effects, measurement, regions"
     ],
     "flow_unknown_compartment.toml": [
-        "line 32, column 'flows[1].to', value 'femr': unknown compartment 'femr' (did you mean "
+        "line 32, key 'flows[1].to', value 'femr': unknown compartment 'femr' (did you mean "
         "'femur'?);"
         " compartments: blood, lung, femur, sink"
     ],
     "first_pass_sum.toml": [
-        "line 50, column 'priors.first_pass', value 1.01: first-pass fractions cannot sum to ≤ 1: "
+        "line 50, key 'priors.first_pass', value 1.01: first-pass fractions cannot sum to ≤ 1: "
         "the "
         "medians for cell type 'muse' (lung 0.98 + femur 0.03) sum to 1.01; lower them so that "
         "the 'other' remainder (liver, spleen, death in blood) is positive"
     ],
     "negative_sigma.toml": [
-        "line 59, column 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
+        "line 59, key 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
     ],
     "huge_sigma.toml": [
-        "line 59, column 'priors.release.lung.muse.sigma', value 1e+300: must be less than or "
+        "line 59, key 'priors.release.lung.muse.sigma', value 1e+300: must be less than or "
         "equal to "
         "10 (the sd of a log: 10 is already a 90% prior range of a factor 1.4e7 either way, "
         "and prior draws beyond it overflow)"
     ],
     "zero_median.toml": [
-        "line 75, column 'measurement.photons_per_cell.median', value 0: must be greater than 0"
+        "line 75, key 'measurement.photons_per_cell.median', value 0: must be greater than 0"
     ],
     "region_missing_compartment.toml": [
-        "line 88, column 'regions.femur', value 'femurr': unknown compartment 'femurr' (did you "
+        "line 88, key 'regions.femur', value 'femurr': unknown compartment 'femurr' (did you "
         "mean "
         "'femur'?); regions map to an organ (lung, femur) or '*'"
     ],
     "region_without_transmission.toml": [
-        "line 87, column 'regions.femur', value 'femur': organ 'femur' has no transmission prior; "
+        "line 87, key 'regions.femur', value 'femur': organ 'femur' has no transmission prior; "
         "add it "
         "under [measurement.transmission.in_vivo] or [measurement.transmission.ex_vivo]"
     ],
     "transmission_unknown_compartment.toml": [
-        "line 84, column 'measurement.transmission.ex_vivo.lungs': unknown compartment 'lungs' "
+        "line 84, key 'measurement.transmission.ex_vivo.lungs': unknown compartment 'lungs' "
         "(did you "
         "mean 'lung'?); transmissions are per organ (lung, femur)"
     ],
     "unknown_dist.toml": [
-        "line 60, column 'priors.release.lung.msc.dist', value 'lognorml': unknown distribution "
+        "line 60, key 'priors.release.lung.msc.dist', value 'lognorml': unknown distribution "
         "'lognorml' (did you mean 'lognormal'?); one of lognormal, logratio_normal, halfnormal, "
         "normal"
     ],
     "wrong_dist_for_slot.toml": [
-        "line 56, column 'priors.first_pass.femur.msc.dist', value 'lognormal': this parameter "
+        "line 56, key 'priors.first_pass.femur.msc.dist', value 'lognormal': this parameter "
         "takes "
         "dist = 'logratio_normal'"
     ],
     "release_not_from_filter.toml": [
-        "line 36, column 'flows[2].from', value 'femur': release flows go from the filter organ "
+        "line 36, key 'flows[2].from', value 'femur': release flows go from the filter organ "
         "('lung') "
         "to the blood compartment; got from 'femur'"
     ],
     "missing_loss_flow.toml": [
-        "line 25, column 'flows': organ 'femur' must have exactly one loss flow (to the sink); "
+        "line 25, key 'flows': organ 'femur' must have exactly one loss flow (to the sink); "
         "found none"
     ],
     "prior_without_flow.toml": [
-        "line 62, column 'priors.release.femur': no release flow belongs to 'femur'; release flows "
+        "line 62, key 'priors.release.femur': no release flow belongs to 'femur'; release flows "
         "belong to: lung"
     ],
     "unknown_cell_type.toml": [
-        "line 64, column 'priors.loss.lung.mcs': 'mcs' is not a declared cell type (did you mean "
+        "line 64, key 'priors.loss.lung.mcs': 'mcs' is not a declared cell type (did you mean "
         "'msc'?);"
         " keys are the cell types (muse, msc) or exactly one key 'all'"
     ],
     "shared_mixed.toml": [
-        "line 66, column 'priors.loss.femur': a prior keyed 'all' is shared by every cell type and "
+        "line 66, key 'priors.loss.femur': a prior keyed 'all' is shared by every cell type and "
         "cannot"
         " be mixed with per-cell-type keys (muse)"
     ],
     "explicit_without_efflux.toml": [
-        "line 50, column 'priors.blood_efflux': required when model.blood = 'explicit': a prior on "
+        "line 50, key 'priors.blood_efflux': required when model.blood = 'explicit': a prior on "
         "the "
         "rate cells leave blood (1/day)"
     ],
     "rate_units.toml": [
-        "line 63, column 'priors.loss.lung.muse.units', value '1/h': rates must be given in "
+        "line 63, key 'priors.loss.lung.muse.units', value '1/h': rates must be given in "
         "'1/day' (a "
         "half-life of t days is a rate of ln 2 / t per day)"
     ],
     "missing_source.toml": [
-        "line 75, column 'measurement.photons_per_cell.source': required key is missing"
+        "line 75, key 'measurement.photons_per_cell.source': required key is missing"
     ],
     "filter_not_organ.toml": [
-        "line 7, column 'model.filter', value 'blood': 'blood' is the blood compartment; the "
+        "line 7, key 'model.filter', value 'blood': 'blood' is the blood compartment; the "
         "filter must "
         "be an organ compartment (organs: lung, femur)"
     ],
     "number_as_string.toml": [
-        "line 60, column 'priors.release.lung.msc.median', value '0.05': must be a number (write "
+        "line 60, key 'priors.release.lung.msc.median', value '0.05': must be a number (write "
         "it "
         "without quotes)"
     ],
     "bad_blood_model.toml": [
-        "line 6, column 'model.blood', value 'fats': must be 'fast' or 'explicit' (did you mean "
+        "line 6, key 'model.blood', value 'fats': must be 'fast' or 'explicit' (did you mean "
         "'fast'?)"
     ],
     "toml_syntax.toml": ["not valid TOML: Invalid value (at line 6, column 9)"],
@@ -381,7 +381,7 @@ def test_every_problem_is_reported_at_once() -> None:
     text = text.replace('from = "blood"\nto = "femur"', 'from = "blood"\nto = "femr"')
     with pytest.raises(DataError) as info:
         parse_spec(text, file="two.toml")
-    assert [p.column for p in info.value.problems] == ["flows[1].to", "regions.femur"]
+    assert [p.key for p in info.value.problems] == ["flows[1].to", "regions.femur"]
 
 
 def test_misspelt_key_is_not_also_reported_missing() -> None:
@@ -493,7 +493,7 @@ def test_more_bad_specs(old: str, new: str, column: str, message: str) -> None:
     assert text.count(old) >= 1
     with pytest.raises(DataError) as info:
         parse_spec(text.replace(old, new, 1), file="x.toml")
-    found = [(p.column, p.message) for p in info.value.problems]
+    found = [(p.key, p.message) for p in info.value.problems]
     assert (column, message) in found, found
 
 
@@ -511,7 +511,7 @@ def test_whole_body_needs_every_organ_in_vivo() -> None:
     with pytest.raises(DataError) as info:
         parse_spec(text, file="wb.toml")
     assert [str(p) for p in info.value.problems] == [
-        "wb.toml, line 89, column 'regions.whole_body', value '*': '*' sums every organ through "
+        "wb.toml, line 89, key 'regions.whole_body', value '*': '*' sums every organ through "
         "its in "
         "vivo transmission, but measurement.transmission.in_vivo has none for femur"
     ]
@@ -521,7 +521,7 @@ def test_explicit_efflux_only_with_explicit_blood() -> None:
     text = (
         (MODELS / "explicit_blood.toml").read_text().replace('blood = "explicit"', 'blood = "fast"')
     )
-    with pytest.raises(DataError, match=re.escape("column 'priors.blood_efflux': only allowed")):
+    with pytest.raises(DataError, match=re.escape("key 'priors.blood_efflux': only allowed")):
         parse_spec(text, file="e.toml")
 
 

@@ -473,5 +473,5 @@ def test_validate_with_model_reports_a_bad_spec_with_bad_data(tmp_path, capsys):
     rc = main(["validate", str(VALID), "--model", str(spec)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert f"{spec}, line 16, column 'model.blood', value 'quick'" in err
+    assert f"{spec}, line 16, key 'model.blood', value 'quick'" in err
     assert "Traceback" not in err

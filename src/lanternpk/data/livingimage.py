@@ -61,6 +61,7 @@ whenever ``background_rois`` is given.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import json
 import math
@@ -206,7 +207,7 @@ def _pydantic_problem(file: str, err: dict) -> Problem:
         message = re.sub(r"^Value error, ", "", err["msg"])
         if loc and loc[-1] == "[key]":
             message = f"invalid key: {message}"
-    return Problem(file, message, column=_key_path(loc) or None, value=value)
+    return Problem(file, message, key=_key_path(loc) or None, value=value)
 
 
 def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
@@ -253,7 +254,7 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
             if name not in fields:
                 problems.append(Problem(
                     file, f"missing required key '{name}' (give it in this table or in "
-                    "[defaults])", column=_key_path(["images", key])))
+                    "[defaults])", key=_key_path(["images", key])))
         images[key] = _Image(fields, mapping.rois | entry.rois)
     for name in _OPTIONAL_IMAGE_FIELDS:
         given = [k for k, img in images.items() if name in img.fields]
@@ -261,13 +262,13 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
             missing = next(k for k in images if k not in given)
             problems.append(Problem(file, f"'{name}' is given for some images but not for "
                                     f"'{missing}'; give it for every image (e.g. in [defaults]) "
-                                    "or for none", column=_key_path(["images", missing])))
+                                    "or for none", key=_key_path(["images", missing])))
     for key, img in images.items():
         for roi in sorted(background & set(img.rois)):
             own = roi in mapping.images[key].rois
             where = ["images", key, "rois", roi] if own else ["rois", roi]
             problems.append(Problem(file, "ROI is both an organ ROI and in lod.background_rois; "
-                                    "keep it in one of them", column=_key_path(where)))
+                                    "keep it in one of them", key=_key_path(where)))
     seen: dict[tuple, tuple[str, dict]] = {}
     for key, img in images.items():
         animal = (img.fields.get("study"), img.fields.get("animal"))
@@ -278,7 +279,7 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
                 problems.append(Problem(
                     file, f"animal '{animal[1]}' has {name} {first[name]!r} in image "
                     f"'{first_key}' but {value!r} here; one animal has one {name}",
-                    column=_key_path(["images", key, name]), value=value))
+                    key=_key_path(["images", key, name]), value=value))
     if problems:
         raise DataError(with_lines(problems, text))
     return mapping, images
@@ -499,7 +500,7 @@ def mapping_vs_spec(file: str, mapping: LivingImageMapping, images: dict[str, _I
         if value not in known:
             problems.append(Problem(
                 file, f"{what} not in spec {model.name} (expected one of {sorted(known)})"
-                + did_you_mean(value, known), column=_key_path(where), value=value))
+                + did_you_mean(value, known), key=_key_path(where), value=value))
 
     for roi, region in mapping.rois.items():
         check(["rois", roi], region, regions, "region")
@@ -635,7 +636,7 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
             _once(grouped, ("lod", region), Problem(
                 map_file, f"no LOD for region '{region}' (ROI '{row.roi}' of image "
                 f"'{row.image}'); add it to [lod] fixed, or give lod.background_rois",
-                column=_key_path(["lod", "fixed", region])))
+                key=_key_path(["lod", "fixed", region])))
             continue
         if not record["lod"] > 0:
             problems.append(Problem(row.file, "LOD from the background ROIs is 0; check them",
@@ -645,8 +646,7 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
 
     for problem, count in grouped.values():
         if count > 1:
-            problem = Problem(problem.file, f"{problem.message} ({count} rows)", problem.row,
-                              problem.column, problem.value)
+            problem = dataclasses.replace(problem, message=f"{problem.message} ({count} rows)")
         problems.append(problem)
     if not problems and not records:
         problems.append(Problem(", ".join(map(str, exports)), "no organ ROIs found "
