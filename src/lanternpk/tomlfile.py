@@ -27,11 +27,19 @@ _PART = re.compile(rf"{_KEY}")
 _PATH_PART = re.compile(r"""\[(\d+)\]|"((?:[^"\\]|\\.)*)"|([^."\[\]]+)""")
 
 
+def _unquote(quoted: str) -> str:
+    """A basic string's text (TOML escapes that JSON lacks, e.g. \\U, are left as written)."""
+    try:
+        return json.loads(quoted)
+    except ValueError:
+        return quoted[1:-1]
+
+
 def _key_parts(dotted: str) -> tuple[str, ...]:
     parts = []
     for raw in _PART.findall(dotted):
         if raw.startswith('"'):
-            parts.append(json.loads(raw))
+            parts.append(_unquote(raw))
         elif raw.startswith("'"):
             parts.append(raw[1:-1])
         else:
@@ -89,7 +97,7 @@ def path_parts(path: str) -> tuple:
         if index:
             parts.append(int(index))
         elif quoted or bare:
-            parts.append(json.loads(f'"{quoted}"') if quoted else bare.strip())
+            parts.append(_unquote(f'"{quoted}"') if quoted else bare.strip())
     return tuple(parts)
 
 

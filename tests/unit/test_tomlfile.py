@@ -47,3 +47,9 @@ def test_line_of_falls_back_to_the_nearest_written_key():
 def test_path_parts_reads_indices_and_quoted_names():
     assert path_parts('flows[4].from') == ("flows", 4, "from")
     assert path_parts('images."IMG 1".rois."ROI 3"') == ("images", "IMG 1", "rois", "ROI 3")
+
+
+def test_a_toml_escape_json_lacks_does_not_break_the_lookup():
+    lines = key_lines('[a]\n"k\\U0001F600" = 1\n"\\q" = 2\n')
+    assert lines[("a", "k\\U0001F600")] == 2  # left as written
+    assert line_of(lines, ("a", "zzz")) == 1
