@@ -295,3 +295,14 @@ def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
 def test_mapping_consistent_with_the_spec_imports_as_without_it(tmp_path: Path) -> None:
     with_spec = import_livingimage([REFERENCE], mapping=MAP, model=load_spec(SPEC))
     pd.testing.assert_frame_equal(with_spec, import_livingimage([REFERENCE], mapping=MAP))
+
+
+def test_a_region_without_lod_names_the_mapping_line(tmp_path: Path) -> None:
+    text = MAP.read_text(encoding="utf-8").replace("[defaults]",
+                                                   'ignore_rois = ["BKG 1"]\n\n[defaults]', 1)
+    mapping = _write(tmp_path / "map.toml", text.replace(
+        'background_rois = ["BKG 1"]\nk_sd = 3.0', "fixed = { lung = 2.0e4 }"))
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 24, key 'lod.fixed.{region}': no LOD for region '{region}' (ROI "
+        f"'{roi}' of image 'IMG0001'); add it to [lod] fixed, or give lod.background_rois "
+        "(2 rows)" for region, roi in (("femur", "ROI 2"), ("spinal_cord", "ROI 3"))]

@@ -95,7 +95,8 @@ from lanternpk.tomlfile import with_lines
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
 
-__all__ = ["LivingImageMapping", "import_livingimage", "load_mapping", "mapping_vs_spec"]
+__all__ = ["LivingImageMapping", "import_livingimage", "load_mapping", "mapping_vs_spec",
+           "parse_mapping"]
 
 # --------------------------------------------------------------------------- mapping schema
 
@@ -230,13 +231,24 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
     DataError
         Every problem in the file, each naming the file and the key.
     """
-    file = str(path)
+    return parse_mapping(_read_mapping(path), file=str(path))
+
+
+def _read_mapping(path: Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-        raw = tomllib.loads(text)
+        return Path(path).read_text(encoding="utf-8-sig")
     except OSError as err:
-        raise DataError([Problem(file, f"cannot read the mapping file: {err.strerror}")]) from err
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise DataError([Problem(str(path), "cannot read the mapping file: "
+                                 f"{err.strerror}")]) from err
+    except UnicodeDecodeError as err:
+        raise DataError([Problem(str(path), f"not a valid UTF-8 TOML file: {err}")]) from err
+
+
+def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str, _Image]]:
+    """Validate a mapping given as TOML text (see :func:`load_mapping`); ``file`` names it."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise DataError([Problem(file, f"not a valid UTF-8 TOML file: {err}")]) from err
     try:
         mapping = LivingImageMapping.model_validate(raw)
@@ -515,8 +527,6 @@ def mapping_vs_spec(file: str, mapping: LivingImageMapping, images: dict[str, _I
     for key, entry in mapping.images.items():
         if entry.cell_type is not None:
             check(["images", key, "cell_type"], entry.cell_type, model.cell_types, "cell type")
-    if problems:  # the file was read by load_mapping a moment ago
-        problems = with_lines(problems, Path(file).read_text(encoding="utf-8-sig"))
     return problems
 
 
@@ -558,8 +568,10 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
     if not exports:
         raise UsageError("give at least one Living Image export")
     map_file = str(mapping)
+    map_text = ""
     try:
-        spec, images = load_mapping(Path(mapping))
+        map_text = _read_mapping(Path(mapping))
+        spec, images = parse_mapping(map_text, file=map_file)
     except DataError as err:
         spec, images, problems = None, {}, list(err.problems)
     else:
@@ -651,8 +663,8 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
     if not problems and not records:
         problems.append(Problem(", ".join(map(str, exports)), "no organ ROIs found "
                                 "(every ROI is a background or ignored ROI)"))
-    if problems:
-        raise DataError(problems)
+    if problems:  # the mapping's keys with their lines (the exports' rows have theirs)
+        raise DataError(with_lines(problems, map_text))
     return _table(records)
 
 
