@@ -21,6 +21,7 @@ from lanternpk.errors import (
     DataError,
     UsageError,
     UserError,
+    load_all,
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -35,19 +36,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
         obs, calibration, spec, data = load_inputs(args.data, args.model, args.calibration)
     else:
-        problems = []
-        obs = calibration = None
-        try:
-            obs = load_observations(args.data)
-        except DataError as err:
-            problems += err.problems
-        if args.calibration is not None:
-            try:
-                calibration = load_calibration(args.calibration)
-            except DataError as err:
-                problems += err.problems
-        if problems:
-            raise DataError(problems)
+        obs, calibration = load_all((load_observations, args.data),
+                                    (load_calibration, args.calibration))
     print(describe(obs, calibration, source=str(args.data),
                    calibration_source=None if args.calibration is None else str(args.calibration)))
     if args.model is not None:

@@ -8,8 +8,9 @@ an output location that cannot be written or would destroy other files).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -67,6 +68,25 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``options`` to ``word``, or ``""``."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_all(*jobs: tuple[Callable[[Any], Any], Any]) -> list[Any]:
+    """Run each ``(loader, path)``; a ``None`` path is skipped and gives ``None``.
+
+    Raises
+    ------
+    DataError
+        The problems of every loader that failed, together (not only the first file's).
+    """
+    results, problems = [], []
+    for loader, path in jobs:
+        try:
+            results.append(None if path is None else loader(path))
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems)
+    return results
 
 
 class UserError(Exception):

@@ -26,7 +26,7 @@ import pandas as pd
 from lanternpk import __version__
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.diagnostics import check_convergence
-from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.errors import DataError, Problem, UsageError, load_all
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
 from lanternpk.io import (
@@ -132,30 +132,20 @@ def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None)
         Every problem found in the three files together (or, when all three are valid on
         their own, every mismatch between data and spec).
     """
+    obs, calibration, spec = load_all((load_observations, data_path),
+                                      (load_calibration, calibration_path),
+                                      (load_spec, spec_path))
     problems: list[Problem] = []
-    loaded = {}
-    for loader, path, slot in ((load_observations, data_path, "obs"),
-                               (load_calibration, calibration_path, "calibration"),
-                               (load_spec, spec_path, "spec")):
-        if path is None:
-            continue
-        try:
-            loaded[slot] = loader(path)
-        except DataError as err:
-            problems += err.problems
-    if problems:
-        raise DataError(problems)
-    spec, calibration = loaded["spec"], loaded.get("calibration")
     if calibration is not None:
         problems += calibration_problems(calibration, spec.organs,
                                          source=str(calibration_path))
     try:
-        data = prepare_data(spec, loaded["obs"], source=str(data_path))
+        data = prepare_data(spec, obs, source=str(data_path))
     except DataError as err:
         problems = err.problems + problems
     if problems:
         raise DataError(problems)
-    return Inputs(loaded["obs"], calibration, spec, data)
+    return Inputs(obs, calibration, spec, data)
 
 
 def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Path | None,
