@@ -91,6 +91,7 @@ import pandas as pd
 
 from lanternpk.argtypes import non_negative_int, positive_int, random_seed
 from lanternpk.compare_stats import (
+    MIN_PSIS_DRAWS,
     PARETO_K_BAD,
     LooResult,
     elpd_difference,
@@ -578,10 +579,11 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         raise UsageError("compare needs at least two run directories")
     if len({r.resolve() for r in run_dirs}) < len(run_dirs):
         raise UsageError("a run directory is given twice")
-    for name, value in (("--draws", draws), ("--refit-draws", refit_draws),
-                        ("--is-draws", is_draws)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be at least 1, got {value}")
+    for name, value, minimum in (("--draws", draws, MIN_PSIS_DRAWS),
+                                 ("--refit-draws", refit_draws, MIN_PSIS_DRAWS),
+                                 ("--is-draws", is_draws, 1)):
+        if value is not None and value < minimum:
+            raise UsageError(f"{name} must be at least {minimum}, got {value}")
     from lanternpk.fit import require_run
 
     for i, r in enumerate(run_dirs):  # cheap check first, before anything heavy is loaded

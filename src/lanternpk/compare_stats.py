@@ -14,6 +14,9 @@ import pandas as pd
 
 #: Pareto k above which a PSIS estimate is unreliable.
 PARETO_K_BAD = 0.7
+#: Fewest posterior draws PSIS is run on: it fits its Pareto tail to the largest
+#: min(S/5, 3√S) weights, which needs a few of them (with 2 draws the fit fails).
+MIN_PSIS_DRAWS = 10
 
 
 def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:

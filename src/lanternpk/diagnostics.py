@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import xarray as xr
 
 #: Thresholds (Vehtari et al. 2021 for R-hat and ESS; Betancourt 2016 for E-BFMI).
 RHAT_MAX = 1.01
 ESS_MIN = 400
 EBFMI_MIN = 0.3
+#: Fewest draws per chain the checks are defined for (ArviZ's ESS needs 4).
+MIN_DRAWS = 4
 
 
 def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
-    """R-hat, bulk/tail ESS, divergences and E-BFMI, each with its pass/fail.
+    """R-hat, bulk/tail ESS, divergences, E-BFMI and finite draws, each with its pass/fail.
+
+    A single chain's R-hat is that of its two halves (as split R-hat treats every chain).
+    Parameters whose every draw is the same value have no R-hat or ESS and are skipped; a
+    parameter with a NaN or infinite draw fails the ``finite_draws`` check instead. A value
+    that cannot be computed is ``None`` (valid JSON) and fails its check.
 
     Parameters
     ----------
     idata : arviz.InferenceData
-        Posterior with ``sample_stats``.
+        Posterior with ``sample_stats``; at least :data:`MIN_DRAWS` draws per chain.
     var_names : list of str
         Sampled (free) parameters to check.
 
@@ -25,22 +33,28 @@ def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
     -------
     dict
         ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``divergences``, ``ebfmi_min``,
-        ``checks`` (name → {value, threshold, passed}) and ``passed`` (all checks).
+        ``nonfinite_parameters`` (names), ``checks`` (name → {value, threshold, passed}) and
+        ``passed`` (all checks).
     """
     post = idata.posterior[var_names]
-    rhat = _worst(az.rhat(post), np.nanmax)
-    ess_bulk = _worst(az.ess(post, method="bulk"), np.nanmin)
-    ess_tail = _worst(az.ess(post, method="tail"), np.nanmin)
+    if post.sizes["draw"] < MIN_DRAWS:
+        raise ValueError(f"convergence checks need at least {MIN_DRAWS} draws per chain, "
+                         f"got {post.sizes['draw']}")
+    nonfinite = [name for name in var_names if not np.isfinite(post[name].values).all()]
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant parameters give NaN
+        rhat = _worst(az.rhat(post if post.sizes["chain"] > 1 else _halves(post)), max)
+        ess_bulk = _worst(az.ess(post, method="bulk"), min)
+        ess_tail = _worst(az.ess(post, method="tail"), min)
     divergences = int(idata.sample_stats["diverging"].sum())
-    ebfmi = float(np.min(az.bfmi(idata)))
+    ebfmi = _finite(np.min(az.bfmi(idata)))
     checks = {
-        "rhat": {"value": rhat, "threshold": f"<= {RHAT_MAX}", "passed": rhat <= RHAT_MAX},
-        "ess_bulk": {"value": ess_bulk, "threshold": f">= {ESS_MIN}",
-                     "passed": ess_bulk >= ESS_MIN},
-        "ess_tail": {"value": ess_tail, "threshold": f">= {ESS_MIN}",
-                     "passed": ess_tail >= ESS_MIN},
-        "divergences": {"value": divergences, "threshold": "== 0", "passed": divergences == 0},
-        "ebfmi": {"value": ebfmi, "threshold": f">= {EBFMI_MIN}", "passed": ebfmi >= EBFMI_MIN},
+        "rhat": _check(rhat, "<=", RHAT_MAX),
+        "ess_bulk": _check(ess_bulk, ">=", ESS_MIN),
+        "ess_tail": _check(ess_tail, ">=", ESS_MIN),
+        "divergences": _check(divergences, "==", 0),
+        "ebfmi": _check(ebfmi, ">=", EBFMI_MIN),
+        "finite_draws": {"value": len(nonfinite), "threshold": "== 0",
+                         "passed": not nonfinite},
     }
     return {
         "rhat_max": rhat,
@@ -48,11 +62,32 @@ def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
         "ess_tail_min": ess_tail,
         "divergences": divergences,
         "ebfmi_min": ebfmi,
+        "nonfinite_parameters": nonfinite,
         "checks": checks,
         "passed": all(c["passed"] for c in checks.values()),
     }
 
 
-def _worst(dataset, reduce) -> float:
+def _check(value: float | None, op: str, threshold: float) -> dict:
+    compare = {"<=": np.less_equal, ">=": np.greater_equal, "==": np.equal}[op]
+    return {"value": value, "threshold": f"{op} {threshold}",
+            "passed": value is not None and bool(compare(value, threshold))}
+
+
+def _halves(post: xr.Dataset) -> xr.Dataset:
+    """One chain as two chains: its first and second half (an odd last draw dropped)."""
+    half = post.sizes["draw"] // 2
+    first = post.isel(chain=0, draw=slice(0, half))
+    second = post.isel(chain=0, draw=slice(half, 2 * half)).assign_coords(draw=first.draw)
+    return xr.concat([first, second], dim="chain")
+
+
+def _worst(dataset: xr.Dataset, reduce) -> float | None:
+    """Largest or smallest finite value over all parameters; None when there is none."""
     values = np.concatenate([np.ravel(v.values) for v in dataset.data_vars.values()])
-    return float(reduce(values))
+    values = values[np.isfinite(values)]
+    return float(reduce(values)) if values.size else None
+
+
+def _finite(value) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -149,11 +149,17 @@ def _width(x: np.ndarray, log: bool) -> float:
     return float(hi - lo)
 
 
-def _quantiles(x: np.ndarray) -> dict:
-    finite = np.isfinite(x)
-    if not finite.all():  # inf = "still detectable on the last grid day": no interpolation
+def _quantiles(x: np.ndarray, *, on_grid: bool = False) -> dict:
+    """Mean, median and equal-tailed 90% interval of draws.
+
+    ``on_grid``: the draws take values on a grid (whole days, and inf = "still detectable
+    on the last grid day"), so quantiles are draws (no interpolation between grid days);
+    the mean is ``None`` when a draw is infinite, as is any infinite quantile.
+    """
+    if on_grid:
         q05, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95], method="inverted_cdf")
-        return {"mean": None, "median": _num(q50), "q05": _num(q05), "q95": _num(q95)}
+        mean = float(np.mean(x)) if np.isfinite(x).all() else None
+        return {"mean": mean, "median": _num(q50), "q05": _num(q05), "q95": _num(q95)}
     return {"mean": float(np.mean(x)), "median": float(np.median(x)),
             "q05": float(np.quantile(x, 0.05)), "q95": float(np.quantile(x, 0.95))}
 
@@ -180,10 +186,13 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
         log = name != "time_to_undetectable_d"
         ratio = float("nan")
         prior_width = _width(pri[key], log) if key in pri else float("nan")
+        posterior_width = _width(draws, log)
         if prior_width > 0:
-            ratio = _width(draws, log) / prior_width
+            ratio = posterior_width / prior_width
+        elif prior_width == 0 and posterior_width == 0:
+            ratio = 1.0  # prior and posterior both a point: the data changed nothing
         record = {"name": name, "cell_type": ct, "region": region, "time_d": time_d,
-                  "modality": modality, **_quantiles(draws),
+                  "modality": modality, **_quantiles(draws, on_grid=not log),
                   "posterior_prior_width_ratio": _num(ratio),
                   "barely_informed": bool(np.isfinite(ratio) and ratio > BARELY_INFORMED_RATIO)}
         estimands.append(record)

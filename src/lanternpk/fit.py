@@ -70,8 +70,9 @@ def design_record(spec: ModelSpec, obs: pd.DataFrame, data: ModelData) -> dict:
     the LOD and background are medians over its ROIs (photons/s). Background is
     ``None`` where the model estimates it (no ``background`` column).
     """
-    dose = {ct: float(obs.loc[obs["cell_type"] == ct, "dose_cells"].median())
-            for ct in spec.cell_types if (obs["cell_type"] == ct).any()}
+    animal_doses = obs.groupby(["cell_type", "study", "animal"], sort=False)["dose_cells"].first()
+    dose = {ct: float(animal_doses[ct].median())
+            for ct in spec.cell_types if ct in animal_doses.index.get_level_values(0)}
     detection = []
     for (region, modality), rows in obs.groupby(["region", "modality"], sort=True):
         organs = [o for o in spec.region_compartments[region]
@@ -212,7 +213,7 @@ def make_summary(idata: az.InferenceData, design: dict, diagnostics: dict,
         "contrasts": contrasts,
         "diagnostics": {k: diagnostics[k] for k in
                         ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences",
-                         "ebfmi_min", "passed")},
+                         "ebfmi_min", "nonfinite_parameters", "passed") if k in diagnostics},
         "provenance": provenance,
     }
 
@@ -363,9 +364,15 @@ def format_summary(summary: dict) -> str:
     lines = []
     diag = summary["diagnostics"]
     status = "PASSED" if diag["passed"] else "FAILED"
-    lines.append(f"diagnostics {status}: R-hat max {diag['rhat_max']:.3f}, bulk ESS min "
-                 f"{diag['ess_bulk_min']:.0f}, tail ESS min {diag['ess_tail_min']:.0f}, "
-                 f"divergences {diag['divergences']}, E-BFMI min {diag['ebfmi_min']:.2f}")
+    def value(key: str, spec: str) -> str:
+        return "not computed" if diag[key] is None else format(diag[key], spec)
+
+    lines.append(f"diagnostics {status}: R-hat max {value('rhat_max', '.3f')}, bulk ESS min "
+                 f"{value('ess_bulk_min', '.0f')}, tail ESS min {value('ess_tail_min', '.0f')}, "
+                 f"divergences {diag['divergences']}, E-BFMI min {value('ebfmi_min', '.2f')}")
+    if diag.get("nonfinite_parameters"):
+        lines.append("non-finite (NaN or infinite) draws in: "
+                     + ", ".join(diag["nonfinite_parameters"]))
     lines.append("")
     lines.append(f"{'contrast':<32}{'region':<15}{'median':>10}{'90% interval':>24}"
                  f"{'P(>1)':>8}")

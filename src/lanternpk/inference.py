@@ -31,6 +31,7 @@ from pymc.initial_point import make_initial_point_fns_per_chain
 from pymc.util import get_default_varnames
 
 from lanternpk.argtypes import SEED_LIMIT
+from lanternpk.diagnostics import MIN_DRAWS
 from lanternpk.errors import UsageError
 
 #: Samplers a user may pick; value = PyMC's ``nuts_sampler`` name.
@@ -52,7 +53,7 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; choose one of {list(SAMPLERS)}")
-        for name, minimum in (("chains", 1), ("draws", 1), ("tune", 0)):
+        for name, minimum in (("chains", 1), ("draws", MIN_DRAWS), ("tune", 0)):
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name} must be at least {minimum}, "
                                  f"got {getattr(self, name)}")

@@ -22,7 +22,9 @@ Flag rule
     is flagged when the observed count lies outside the central 99% binomial interval, i.e. when
     ``P(X ≤ k) < 0.005`` or ``P(X ≥ k) < 0.005`` (for either level), or when the observed
     number of censored rows lies outside the central 99% interval of its posterior predictive
-    distribution (the per-draw count of simulated values below LOD). Each test has a ≤ 1%
+    distribution (the per-draw count of simulated values below LOD; Monte Carlo p-values
+    ``(#draws at least as extreme + 1)/(draws + 1)``, so fewer than ~200 draws cannot flag
+    it). Each test has a ≤ 1%
     false-alarm rate under the model; with ~40 groups × 3 tests about one flag in a
     well-specified model is expected, so flags are warnings (exit status 0), not failures.
 
@@ -58,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import positive_int, random_seed
+from lanternpk.compare_stats import MIN_PSIS_DRAWS
 from lanternpk.errors import EXIT_OK, UsageError
 
 PPC_DIR = "ppc"
@@ -141,12 +144,18 @@ def predictive_count_outside(k: int, counts: np.ndarray, *,
     counts : ndarray, shape (draws,)
         The same count in each posterior predictive draw.
     confidence : float
-        Two-sided: flagged when ``P(K ≤ k) < (1 − confidence)/2`` or
-        ``P(K ≥ k) < (1 − confidence)/2`` under the predictive draws.
+        Two-sided: flagged when either Monte Carlo p-value ``(#{K_s ≤ k} + 1) / (S + 1)``
+        or ``(#{K_s ≥ k} + 1) / (S + 1)`` over the ``S`` draws is below
+        ``(1 − confidence)/2``. The + 1 counts the observation as one more draw, which keeps
+        the false-alarm rate ≤ 1 − confidence for any ``S`` when the observation and the
+        draws are exchangeable (a plain fraction of draws flags too often at small ``S``:
+        never-seen-in-30-draws happens by chance with probability ~2/31).
     """
     counts = np.asarray(counts)
     tail = (1.0 - confidence) / 2.0
-    return bool(np.mean(counts <= k) < tail or np.mean(counts >= k) < tail)
+    draws = counts.size + 1
+    return bool((np.sum(counts <= k) + 1) / draws < tail
+                or (np.sum(counts >= k) + 1) / draws < tail)
 
 
 def loo_pit(log_lik: np.ndarray, cdf: np.ndarray, censored: np.ndarray, *,
@@ -416,14 +425,16 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     Raises
     ------
     UsageError
-        Not a run, files not found, ``--draws`` < 1, no GPU for ``--device gpu``.
+        Not a run, files not found, ``--draws`` < 10 (LOO-PIT's PSIS needs them), no GPU
+        for ``--device gpu``.
     DataError
         The spec or data differ from those the run was fit to.
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    if draws is not None and draws < 1:
-        raise UsageError(f"--draws must be at least 1, got {draws}")
+    if draws is not None and draws < MIN_PSIS_DRAWS:
+        raise UsageError(f"--draws must be at least {MIN_PSIS_DRAWS} (LOO-PIT's Pareto "
+                         f"smoothing needs them), got {draws}")
     from lanternpk import __version__
     from lanternpk.data.load import load_observations
     from lanternpk.fit import load_run_with_inputs, require_run

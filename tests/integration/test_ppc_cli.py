@@ -94,3 +94,10 @@ def test_ppc_refuses_zero_draws(tiny_run, capsys):
         main(["ppc", str(tiny_run), "--draws", "0"])
     assert exit_info.value.code == EXIT_USAGE
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_ppc_refuses_too_few_draws_for_loo_pit(tiny_run, capsys):
+    rc = main(["ppc", str(tiny_run), "--draws", "2"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE
+    assert "--draws must be at least 10" in err and "Traceback" not in err

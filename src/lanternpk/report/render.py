@@ -44,7 +44,8 @@ REPORT_FILES = ("index.html", "summary.md", "summary.json")
 REPORT_EXTRAS = ("screenshot.png",)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHECK_LABELS = {"rhat": "R-hat max", "ess_bulk": "bulk ESS min", "ess_tail": "tail ESS min",
-                 "divergences": "divergences", "ebfmi": "E-BFMI min"}
+                 "divergences": "divergences", "ebfmi": "E-BFMI min",
+                 "finite_draws": "parameters with non-finite draws"}
 
 
 class FigureError(RuntimeError):
