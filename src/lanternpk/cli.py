@@ -91,7 +91,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                  settings=settings, command=args.command_line, overwrite=args.overwrite,
                  progressbar=not args.quiet)
     print(format_summary(result.summary))
-    print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s sampling incl. compile)")
+    print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s model build, sampling and prior "
+          "draws, incl. compile)")
     if not result.summary["diagnostics"]["passed"]:
         print("lanternpk fit: convergence checks FAILED (see diagnostics.json)", file=sys.stderr)
         return EXIT_DIAGNOSTICS
@@ -170,12 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     p.add_argument("--calibration", type=existing_file, help="standard curve, CSV or Parquet")
     p.add_argument("--sampler", default="numpyro",
-                   choices=["numpyro", "nutpie", "pymc", "blackjax"])
-    p.add_argument("--chains", type=positive_int, default=4)
-    p.add_argument("--draws", type=positive_int, default=1000)
-    p.add_argument("--tune", type=non_negative_int, default=1000)
-    p.add_argument("--seed", type=random_seed, default=20261125)
-    p.add_argument("--target-accept", type=float, default=0.9)
+                   choices=["numpyro", "nutpie", "pymc", "blackjax"],
+                   help="NUTS implementation (default: %(default)s; nutpie and blackjax are "
+                   "in the [samplers] extra)")
+    p.add_argument("--chains", type=positive_int, default=4,
+                   help="number of chains (default: %(default)s)")
+    p.add_argument("--draws", type=positive_int, default=1000,
+                   help="posterior draws per chain after tuning (default: %(default)s)")
+    p.add_argument("--tune", type=non_negative_int, default=1000,
+                   help="tuning (warm-up) iterations per chain, discarded (default: %(default)s)")
+    p.add_argument("--seed", type=random_seed, default=20261125,
+                   help="random seed of starting points, sampling and prior draws "
+                   "(default: %(default)s)")
+    p.add_argument("--target-accept", type=float, default=0.9,
+                   help="NUTS target acceptance probability, in [0.5, 1) "
+                   "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_fit)

@@ -107,7 +107,8 @@ from lanternpk.errors import EXIT_OK, UsageError
 COMPARE_FILE = "compare.json"
 ANIMALS_FILE = "compare_animals.json"
 DEFAULT_SEED = 20261125
-#: Importance draws of a held-out animal's new random effects per refit posterior draw.
+#: Importance draws of an animal's new random effects per posterior draw, for every animal's
+#: marginal likelihood (all-data posterior) and for each refit's held-out animal.
 DEFAULT_IS_DRAWS = 32
 #: Defensive weight of the standard-normal prior in the refit proposal mixture.
 DEFENSIVE_WEIGHT = 0.1
@@ -554,7 +555,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
     draws : int, optional
         Evenly spaced posterior draws used for the log-likelihood (default all).
     is_draws : int
-        Importance draws of new random effects per refit posterior draw.
+        Importance draws of an animal's new random effects per posterior draw: for every
+        animal's marginal likelihood (all-data posterior) and for each exact refit.
     device : {"auto", "cpu", "gpu"}
         Where JAX evaluates the likelihood.
     seed : int
@@ -728,9 +730,10 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare", help="compare runs by PSIS-LOO and leave-one-animal-out cross-validation",
         description="Score runs fit to the same data: PSIS-LOO per ROI row and "
-        "leave-one-animal-out (PSIS on each animal's joint log-likelihood; exact refits "
-        "without the animal where Pareto k > 0.7, integrating over the held-out animal's new "
-        "random effects). Prints a table of elpd differences with paired standard errors and "
+        "leave-one-animal-out (PSIS on each animal's marginal likelihood, its random effects "
+        "integrated out by importance sampling; exact refits without the animal where "
+        "Pareto k > 0.7, integrating over the held-out animal's new random effects). "
+        "Prints a table of elpd differences with paired standard errors and "
         "Pareto-k warnings, and writes it to compare.json (and per-animal scores to "
         "compare_animals.json) in the FIRST run directory, where lanternpk report shows it. "
         "Exit status: 0 done (warnings or not); 1 a spec or data file differs from a run's; "
@@ -749,8 +752,9 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                    help="posterior draws used for the log-likelihood, evenly spaced "
                    "(default: all)")
     p.add_argument("--is-draws", type=positive_int, default=DEFAULT_IS_DRAWS,
-                   help="importance draws of a held-out animal's new random effects per "
-                   f"refit posterior draw (default {DEFAULT_IS_DRAWS})")
+                   help="importance draws of an animal's new random effects per posterior draw, "
+                   "for every animal's marginal likelihood and for each refit "
+                   f"(default {DEFAULT_IS_DRAWS})")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where JAX evaluates the likelihood (auto: a GPU when present)")
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")

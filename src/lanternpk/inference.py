@@ -85,6 +85,13 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
 
     Parameters
     ----------
+    model : pymc.Model
+        The model to sample (:func:`lanternpk.model.build_model`).
+    settings : SamplerSettings
+        Sampler (numpyro and blackjax driven directly, nutpie and pymc through
+        ``pm.sample``), chains, draws, tuning iterations, seed and target acceptance.
+    progressbar : bool
+        Show a progress bar (blackjax has none).
     chain_method : {"parallel", "sequential", "vectorized"}
         How numpyro and blackjax run their chains (ignored by the other samplers);
         "parallel" needs a JAX device per chain (:func:`configure_jax_devices`) and runs
@@ -93,7 +100,8 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     Returns
     -------
     arviz.InferenceData
-        ``posterior`` and ``sample_stats`` groups.
+        ``posterior`` and ``sample_stats`` groups, with ``observed_data`` and
+        ``constant_data`` as the model has them.
     """
     if importlib.util.find_spec(settings.sampler) is None:
         raise UsageError(f"sampler '{settings.sampler}' is not installed; "

@@ -571,7 +571,7 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
         "ppc", help="posterior predictive checks of a run: coverage, LOO-PIT, figures",
         description="Simulate the posterior predictive of the observed animals (JAX, on a GPU "
         "when present), then write RUN_DIR/ppc/: posterior_predictive.nc, coverage.json "
-        "(50%%/90%% interval coverage and fraction below LOD per region × modality × time, "
+        "(50%/90% interval coverage and fraction below LOD per region × modality × time, "
         "censoring-aware), loo_pit.json and one figure per region × modality. Flagged "
         "groups are warnings. Exit status: 0 done (flags or not); 1 the spec or data differ "
         "from the run's; 2 usage error.",

@@ -13,10 +13,12 @@ them), exactly as :func:`lanternpk.model.build_model` defines the model:
 * residual: ``log flux = mu + residual_sd × ε``, ``ε ~ Normal(0, 1)``;
 * censoring: a simulated value is *below LOD* when ``flux < lod`` of its row.
 
-The simulator is ``jax.jit``-compiled and vectorised over posterior draws (batched by hand,
-draws as the minor axis of the row-level work; random numbers ``jax.vmap``-ed over one key per
-draw); draws are processed in chunks (padded to one chunk size, so there is one compilation) to
-bound device memory. Everything runs in float64 (x64 is enabled locally, around each call), on
+The simulator is two ``jax.jit``-compiled programs run one after the other on each chunk
+(:func:`_session_cells`, live cells per imaging session, then :func:`_measure`, every row),
+vectorised over posterior draws (batched by hand, draws as the minor axis of the row-level
+work; random numbers ``jax.vmap``-ed over one key per draw); draws are processed in chunks
+(the last padded to the same chunk size, so each program is compiled once) to bound device
+memory. Everything runs in float64 (x64 is enabled locally, around each call), on
 the device chosen by :func:`resolve_device` (a GPU when JAX sees one under ``"auto"``). Random
 numbers come from one key per draw, split from ``seed``: results do not depend on the chunk
 size.

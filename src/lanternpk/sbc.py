@@ -928,14 +928,21 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    help="local cluster worker processes, one thread each (default: CPUs)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"campaign directory (default: {DEFAULT_OUT})")
-    p.add_argument("--seed", type=random_seed, default=SbcSettings.seed)
-    p.add_argument("--chains", type=positive_int, default=SbcSettings.chains)
-    p.add_argument("--tune", type=non_negative_int, default=SbcSettings.tune)
-    p.add_argument("--draws", type=positive_int, default=SbcSettings.draws)
+    p.add_argument("--seed", type=random_seed, default=SbcSettings.seed,
+                   help="campaign seed; the prior draws, each fit and the tests derive "
+                   "their seeds from it (default: %(default)s)")
+    p.add_argument("--chains", type=positive_int, default=SbcSettings.chains,
+                   help="chains per fit (default: %(default)s)")
+    p.add_argument("--tune", type=non_negative_int, default=SbcSettings.tune,
+                   help="tuning iterations per chain of each fit (default: %(default)s)")
+    p.add_argument("--draws", type=positive_int, default=SbcSettings.draws,
+                   help="posterior draws per chain of each fit (default: %(default)s)")
     p.add_argument("--thin-to", type=positive_int, default=SbcSettings.thin_to,
                    help="L, posterior draws each rank is computed against (default: "
                    f"{SbcSettings.thin_to})")
-    p.add_argument("--target-accept", type=float, default=SbcSettings.target_accept)
+    p.add_argument("--target-accept", type=float, default=SbcSettings.target_accept,
+                   help="NUTS target acceptance probability, in [0.5, 1) "
+                   "(default: %(default)s)")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds before a fit attempt is abandoned (default: 900)")
     p.add_argument("--alpha", type=float, default=0.01,
