@@ -275,16 +275,40 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
     posterior = require_run(run_dir)
     try:
         idata = az.from_netcdf(posterior)
-        provenance, design, _ = (json.loads(idata.attrs[f"lanternpk_{part}"])
-                                 for part in ("provenance", "design", "diagnostics"))
+        provenance, design, diagnostics = (json.loads(idata.attrs[f"lanternpk_{part}"])
+                                           for part in ("provenance", "design", "diagnostics"))
     except KeyError as err:
         raise UsageError(f"{run_dir} is not a lanternpk run: {posterior} has no {err} "
                          "record") from None
     except (OSError, ValueError, TypeError) as err:  # unreadable NetCDF, broken JSON
         raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior}: "
                          f"{type(err).__name__}: {err}") from None
+    missing = _missing_run_parts(idata, provenance, design, diagnostics)
+    if missing:
+        raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior} lacks "
+                         + ", ".join(missing))
     _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)
     return idata, design, provenance
+
+
+#: What later commands read from a run's records (``lanternpk fit`` writes all of them).
+_RUN_RECORD_KEYS = {
+    "provenance": ("data_file", "data_sha256", "spec_file", "spec_sha256", "sampler"),
+    "design": ("spec", "cell_types", "organs", "filter_index", "explicit_blood", "dose_cells",
+               "detection"),
+    "diagnostics": ("passed", "checks"),
+}
+
+
+def _missing_run_parts(idata: az.InferenceData, *records: object) -> list[str]:
+    """The groups and record keys a run must have and does not (a hand-edited file)."""
+    missing = [f"the {group} group" for group in ("posterior",) if group not in idata.groups()]
+    for (name, keys), record in zip(_RUN_RECORD_KEYS.items(), records, strict=True):
+        if not isinstance(record, dict):
+            missing.append(f"a {name} record (found {type(record).__name__})")
+            continue
+        missing += [f"'{key}' in its {name} record" for key in keys if key not in record]
+    return missing
 
 
 def _check_inputs(run_dir: Path, provenance: dict, *, spec_path: Path | None,

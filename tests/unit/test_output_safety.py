@@ -176,3 +176,23 @@ def test_a_corrupt_sbc_record_is_a_clear_error(root, tmp_path, capsys, text, rea
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE and reason in err and "Traceback" not in err
     assert (out / "sbc_run.json").read_text() == text
+
+
+@pytest.mark.parametrize("command", ["summarize", "ppc", "report"])
+def test_hand_edited_run_records_are_a_clear_error(tmp_path, capsys, command):
+    """A posterior whose records lack what later commands read names what is missing."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    idata = az.from_dict(sample_stats={"diverging": np.zeros((1, 3), bool)})
+    idata.attrs.update(lanternpk_provenance=json.dumps([1, 2]),
+                       lanternpk_design=json.dumps({"organs": ["lung"]}),
+                       lanternpk_diagnostics=json.dumps({"passed": True, "checks": {}}))
+    idata.to_netcdf(run / "posterior.nc")
+    args = [command, str(run)] + (["--out", str(tmp_path / "report")]
+                                  if command == "report" else [])
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "lacks the posterior group, a provenance record (found list), 'spec'" in err
