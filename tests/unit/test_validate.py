@@ -301,10 +301,16 @@ def test_calibration_setting_defaults_to_in_vitro():
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("cells", "0", "zero is not allowed; expected a finite number > 0 (cells)"),
-        ("cells", "ten", "not a number; expected a finite number > 0 (cells)"),
-        ("flux", "-3", "negative value; expected a finite number ≥ 0 (photons/s)"),
-        ("flux", "inf", "infinite value; expected a finite number ≥ 0 (photons/s)"),
+        ("cells", "0", "zero is not allowed; expected a finite number > 0 (cells; the model "
+                       "takes its log)"),
+        ("cells", "ten", "not a number; expected a finite number > 0 (cells; the model takes "
+                         "its log)"),
+        ("flux", "0", "zero is not allowed; expected a finite number > 0 (photons/s; the model "
+                      "takes its log)"),
+        ("flux", "-3", "negative value; expected a finite number > 0 (photons/s; the model "
+                       "takes its log)"),
+        ("flux", "inf", "infinite value; expected a finite number > 0 (photons/s; the model "
+                        "takes its log)"),
         ("setting", "in vitro", "unknown setting; expected one of 'in_vitro', 'ex_vivo' "
                                 "(did you mean 'in_vitro'?)"),
     ],

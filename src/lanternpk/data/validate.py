@@ -28,6 +28,11 @@ _NUMBERS: dict[str, tuple[bool, str]] = {
     "background": (True, "photons/s"),
     "cells": (False, "cells"),
 }
+#: A standard curve's numbers: the model takes the log of both, so zero is not allowed.
+_CALIBRATION_NUMBERS: dict[str, tuple[bool, str]] = {
+    "cells": (False, "cells; the model takes its log"),
+    "flux": (False, "photons/s; the model takes its log"),
+}
 _TEXTS: dict[str, str] = {
     "study": "a study identifier",
     "animal": "an animal identifier",
@@ -119,10 +124,11 @@ def validate_calibration(
     -------
     frame : pandas.DataFrame or None
         Canonical standard curve, or None when there is any problem: ``cells`` (cells, finite,
-        > 0) and ``flux`` (photons/s, finite, >= 0) as ``float64``; ``setting`` (``string``,
-        ``in_vitro`` where the column is absent or the cell empty, else ``ex_vivo`` for cells
-        spiked into excised tissue); ``region`` (``string``, required for ``ex_vivo`` rows and
-        ``<NA>`` for ``in_vitro`` rows); then any other columns, as text. Index ``row`` kept.
+        > 0) and ``flux`` (photons/s, finite, > 0: the model takes the log of both) as
+        ``float64``; ``setting`` (``string``, ``in_vitro`` where the column is absent or the
+        cell empty, else ``ex_vivo`` for cells spiked into excised tissue); ``region``
+        (``string``, required for ``ex_vivo`` rows and ``<NA>`` for ``in_vitro`` rows); then
+        any other columns, as text. Index ``row`` kept.
     problems : list of lanternpk.errors.Problem
         Every problem found, ordered by row; empty when the standard curve is valid.
     """
@@ -135,7 +141,8 @@ def validate_calibration(
     ok: dict[str, pd.Series] = {}
     for column in required:
         if column in raw:
-            problems += _convert(raw, file, column, values, ok, required=True)
+            problems += _convert(raw, file, column, values, ok, required=True,
+                                 numbers=_CALIBRATION_NUMBERS)
 
     setting = _text(raw["setting"]) if "setting" in raw else pd.Series("", index=raw.index)
     setting = setting.where(setting.str.strip() != "", "in_vitro")
@@ -298,11 +305,12 @@ def _convert(
     ok: dict[str, pd.Series],
     *,
     required: bool,
+    numbers: Mapping[str, tuple[bool, str]] = _NUMBERS,
 ) -> list[Problem]:
     """Parse one column into ``values[column]``; mark usable cells in ``ok[column]``."""
     problems = []
-    if column in _NUMBERS:
-        zero_ok, meaning = _NUMBERS[column]
+    if column in numbers:
+        zero_ok, meaning = numbers[column]
         expected = f"expected a finite number {'≥' if zero_ok else '>'} 0 ({meaning})"
         parsed = np.full(len(raw), np.nan)
         for i, (row, value) in enumerate(raw[column].items()):
