@@ -83,6 +83,8 @@ def validate_observations(
             problems += _convert(raw, file, column, values, ok, required=column in required)
     if "modality" in values:
         problems += _one_of(raw, file, "modality", schema.MODALITIES, values, ok)
+    if "background" in raw:
+        problems += _all_or_none(raw, file, "background")
 
     def usable(*columns: str) -> pd.Series | None:
         if not all(c in ok for c in columns):
@@ -364,6 +366,20 @@ def _number(value: object) -> tuple[float, str | None]:
         if "," in text:
             return math.nan, "not a number (use '.' for decimals and no thousands separators)"
         return math.nan, "not a number"
+
+
+def _all_or_none(raw: pd.DataFrame, file: str, column: str) -> list[Problem]:
+    """An optional column is filled on every row or on none (the model uses it only then)."""
+    empty = _text(raw[column]).str.strip() == ""
+    if empty.all() or not empty.any():
+        return []
+    rows = list(raw.index[empty])
+    shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more"
+                                                   if len(rows) > 5 else "")
+    return [Problem(file, f"empty on {len(rows)} of {len(raw)} rows (rows {shown}); give a "
+                          f"{column} on every row or on none (the model uses the {column} "
+                          "column only when every row has one, else it estimates it)",
+                    column=column)]
 
 
 def _one_of(
