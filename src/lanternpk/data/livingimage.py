@@ -66,7 +66,6 @@ import difflib
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,7 @@ from lanternpk.data.schema import (
     OPTIONAL_OBSERVATION_COLUMNS,
 )
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import with_lines
+from lanternpk.tomlfile import parse_toml, with_lines
 
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
@@ -246,10 +245,7 @@ def _read_mapping(path: Path) -> str:
 
 def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str, _Image]]:
     """Validate a mapping given as TOML text (see :func:`load_mapping`); ``file`` names it."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise DataError([Problem(file, f"not a valid UTF-8 TOML file: {err}")]) from err
+    raw = parse_toml(text, file=file, what="not a valid UTF-8 TOML file")
     try:
         mapping = LivingImageMapping.model_validate(raw)
     except ValidationError as err:
