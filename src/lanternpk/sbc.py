@@ -46,7 +46,6 @@ import math
 import os
 import platform
 import time
-import tomllib
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -64,7 +63,7 @@ from lanternpk.data.simulate import Design, StudyInfo, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
-from lanternpk.tomlfile import load_toml_model
+from lanternpk.tomlfile import load_toml_model, parse_toml
 
 #: Datasets simulated per prior-predictive call; dataset i is in block i // BLOCK.
 BLOCK = 50
@@ -127,9 +126,10 @@ def load_design(path: str | Path) -> SbcDesign:
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise DataError([Problem(str(path), f"cannot read design: {err}")]) from None
+    raw = parse_toml(text, file=str(path), what="cannot read design: not valid TOML")
     if "kinetics" not in raw:
         return load_toml_model(path, SbcDesign)
     truth = load_truth(path)

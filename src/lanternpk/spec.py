@@ -92,7 +92,6 @@ import hashlib
 import math
 import os
 import re
-import tomllib
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ from pydantic import (
 )
 
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import with_lines
+from lanternpk.tomlfile import parse_toml, with_lines
 
 __all__ = [
     "FLOW_KINDS",
@@ -698,10 +697,7 @@ def parse_spec(text: str, *, file: str = "<spec>") -> ModelSpec:
     DataError
         The text is not valid TOML, or the spec is invalid.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError([Problem(file=file, message=f"not valid TOML: {exc}")]) from None
+    data = parse_toml(text, file=file)
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:

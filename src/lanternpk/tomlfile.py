@@ -59,7 +59,7 @@ def key_lines(text: str) -> dict[tuple, int]:
     counts: dict[tuple, int] = {}
     table: tuple = ()
     in_string = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         if in_string is not None:
             if in_string in line:
                 in_string = None
@@ -152,6 +152,23 @@ def problems_from_validation(
     return problems
 
 
+def parse_toml(text: str, *, file: str, what: str = "not valid TOML") -> dict:
+    """Parse TOML text; a leading byte-order mark is ignored, as in CSV and mapping files.
+
+    Raises
+    ------
+    DataError
+        A syntax error (``"{what}: …"`` with TOML's line and column), or tables or arrays
+        nested too deeply to parse.
+    """
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as err:
+        raise DataError([Problem(file=file, message=f"{what}: {err}")]) from None
+    except RecursionError:
+        raise DataError([Problem(file=file, message=f"{what}: nested too deeply")]) from None
+
+
 def load_toml_model(path: str | Path, model: type[M]) -> M:
     """Parse ``path`` as TOML and validate it as ``model``.
 
@@ -164,11 +181,9 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise DataError([Problem(file=file, message=f"not valid TOML: {err}")]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError([Problem(file=file, message=f"cannot read file: {err}")]) from None
+    raw = parse_toml(text, file=file)
     try:
         return model.model_validate(raw)
     except ValidationError as err:

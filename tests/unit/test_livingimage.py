@@ -165,6 +165,36 @@ def test_negative_flux_is_refused(tmp_path: Path) -> None:
     assert "must be >= 0" in problem and "background subtraction" in problem
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ("IMG0001,BKG 1,Overlay,1.508E+04,1.200E+03", "IMG0001,BKG 1,Overlay,1.508E+04,1e308"),
+    ("IMG0001,BKG 1,Overlay,1.508E+04,1.200E+03,2.100E+02",
+     "IMG0001,BKG 1,Overlay,1.508E+04,1.200E+03,1e200"),
+])
+def test_background_too_large_for_a_finite_lod_names_the_roi(tmp_path: Path, old: str,
+                                                             new: str) -> None:
+    (problem,) = _problems([_export(tmp_path, old, new)], MAP)
+    assert problem.startswith(f"{tmp_path / 'export.csv'}, row 5, column 'ROI', value 'BKG 1': "
+                              "background ROI radiance, its SD or area too large")
+
+
+def test_k_sd_giving_an_infinite_lod_names_the_key(tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, "k_sd = 3.0", "k_sd = 1e308")
+    (problem,) = _problems([REFERENCE], mapping)
+    assert problem.startswith(f"{mapping}, line 23, key 'lod.k_sd', value 1e+308: LOD = "
+                              "background mean + k_sd × SD is not finite (inf)")
+
+
+def test_a_field_over_the_csv_size_limit_is_a_problem_of_the_file(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a" * 300_000 + "\n", encoding="utf-8")
+    (problem,) = _problems([notes], MAP)
+    assert "not a Living Image ROI measurement export" in problem
+    big = _export(tmp_path, "IMG0002,ROI 3,Overlay", '"' + "x" * 200_000 + '",ROI 3,Overlay')
+    (problem,) = _problems([big], MAP)
+    assert problem.startswith(f"{big}, row 8: cannot read this line as a table row (field "
+                              "larger than field limit")
+
+
 @pytest.mark.parametrize("content", [b"just some notes\nnothing here\n", b"PK\x03\x04\x00\x00"])
 def test_a_file_that_is_not_an_export(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "notes.csv"
@@ -263,7 +293,8 @@ SPEC = Path(__file__).parents[2] / "models" / "muse_vs_msc.toml"
 def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """Misspelt regions (global, per image, fixed LOD) and a cell type the spec lacks are
-    reported at import with the mapping key and a hint; without --model they are not."""
+    reported at import with the mapping key and a hint; without --model only the fixed LOD
+    of a region no ROI is mapped to is."""
     text = MAP.read_text(encoding="utf-8")
     text = text.replace('"ROI 3" = "spinal_cord"', '"ROI 3" = "spinal_cod"')
     text = text.replace('cell_type = "msc"', 'cell_type = "mscs"')
@@ -288,7 +319,16 @@ def test_mapping_checked_against_a_spec_names_each_key(tmp_path: Path,
         assert f"{mapping}, {expected}" in err
     assert "4 problem(s) found" in err and "Traceback" not in err
     assert not out.exists()
-    assert main(argv) == 0  # the spec's vocabulary is not the mapping's contract
+    # Without --model, the spec's vocabulary is not the mapping's contract; only the fixed LOD
+    # of a region no ROI is mapped to is an error (it would be silently unused).
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (f"{mapping}, line 26, key 'lod.fixed.lungs', value 20000.0: no ROI is mapped to "
+            "region 'lungs', so its fixed LOD is never used (mapped regions: femr, femur, "
+            "lung, spinal_cod) (did you mean 'lung'?)") in err
+    assert "1 problem(s) found" in err
+    _write(mapping, text.replace("\nfixed = { lungs = 2.0e4 }", ""))
+    assert main(argv) == 0
     assert out.exists()
 
 

@@ -161,6 +161,17 @@ def test_empty_parquet(tmp_path):
     assert problem_of(path).message.startswith("no data rows")
 
 
+@pytest.mark.parametrize("column", ["time_h", "flux"])
+def test_parquet_number_column_of_a_time_type_is_refused(tmp_path, column):
+    frame = pd.read_csv(VALID)
+    frame[column] = pd.to_timedelta(frame[column], unit="h")  # would read as microseconds
+    path = tmp_path / "obs.parquet"
+    frame.to_parquet(path)
+    problem = problem_of(path)
+    assert (problem.row, problem.column) == (1, column)
+    assert problem.message.startswith("Parquet column type is duration")
+
+
 # --- loaders ------------------------------------------------------------------------------
 
 

@@ -94,3 +94,27 @@ def test_truth_numbers_must_be_numbers_not_strings(root, tmp_path):
     (problem,) = _truth_problems(root, tmp_path, "photons_per_cell = 800.0",
                                  'photons_per_cell = "800.0"')
     assert problem.key == "measurement.photons_per_cell" and problem.value == "800.0"
+
+
+@pytest.mark.parametrize(("old", "new", "key", "message"), [
+    ("in_vivo_times_h = [1, 24,", "in_vivo_times_h = [1, 1, 24,", "design.in_vivo_times_h",
+     "repeated value(s) 1; each imaging time is listed once"),
+    ('name = "als_mouse_synthetic"', 'name = ""', "study.name", "must not be empty"),
+    ('name = "als_mouse_synthetic"', 'name = " als"', "study.name", "leading or trailing"),
+])
+def test_truth_that_would_give_an_invalid_study_names_the_key(root, tmp_path, old, new, key,
+                                                               message):
+    (problem,) = _truth_problems(root, tmp_path, old, new)
+    assert problem.key == key and message in problem.message, problem
+
+
+def test_simulated_numbers_that_are_not_finite_are_not_written(root, tmp_path, capsys):
+    text = (root / "data/truths/als_mouse.toml").read_text()
+    truth = tmp_path / "truth.toml"
+    truth.write_text(text.replace("residual_sd = 0.3", "residual_sd = 1e10", 1))
+    out = tmp_path / "study"
+    assert main(["simulate", str(truth), "--seed", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (f"{truth}: the simulated observations flux is not a finite number in ") in err
+    assert "measurement.residual_sd" in err and "Traceback" not in err
+    assert not out.exists()

@@ -3,7 +3,15 @@ files carry."""
 
 from __future__ import annotations
 
-from lanternpk.tomlfile import key_lines, line_of, path_parts
+from pathlib import Path
+
+import pytest
+
+from lanternpk.data.livingimage import load_mapping
+from lanternpk.data.simulate import load_truth
+from lanternpk.errors import DataError
+from lanternpk.spec import load_spec
+from lanternpk.tomlfile import key_lines, line_of, parse_toml, path_parts
 
 TEXT = '''# comment
 [model]
@@ -53,3 +61,41 @@ def test_a_toml_escape_json_lacks_does_not_break_the_lookup():
     lines = key_lines('[a]\n"k\\U0001F600" = 1\n"\\q" = 2\n')
     assert lines[("a", "k\\U0001F600")] == 2  # left as written
     assert line_of(lines, ("a", "zzz")) == 1
+
+
+# --- reading the file: every TOML file (spec, truth, design, mapping) goes through one loader
+
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_a_byte_order_mark_is_accepted_in_every_toml_file(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(b"\xef\xbb\xbf" + (ROOT / "models/muse_vs_msc.toml").read_bytes())
+    assert load_spec(spec) == load_spec(ROOT / "models/muse_vs_msc.toml")
+    truth = tmp_path / "truth.toml"
+    truth.write_bytes(b"\xef\xbb\xbf" + (ROOT / "data/truths/als_mouse.toml").read_bytes())
+    assert load_truth(truth) == load_truth(ROOT / "data/truths/als_mouse.toml")
+
+
+def test_a_bom_does_not_hide_the_line_of_a_key_on_line_1():
+    assert key_lines("\ufeffname = 1\n") == {("name",): 1}
+
+
+@pytest.mark.parametrize("loader", [load_spec, load_truth, load_mapping])
+def test_toml_nested_too_deeply_is_a_problem_not_a_recursion_error(tmp_path, loader):
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(DataError) as info:
+        loader(path)
+    (problem,) = info.value.problems
+    assert problem.file == str(path)
+    assert problem.message.endswith(" TOML: nested too deeply") or problem.message.endswith(
+        " TOML file: nested too deeply"), problem.message
+
+
+def test_parse_toml_names_the_file_on_a_syntax_error():
+    with pytest.raises(DataError) as info:
+        parse_toml("x = [", file="f.toml")
+    (problem,) = info.value.problems
+    assert problem.file == "f.toml" and problem.message.startswith("not valid TOML: ")

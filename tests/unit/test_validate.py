@@ -202,14 +202,24 @@ def test_spaces_around_a_label_are_reported_not_stripped(raw):
 
 
 def test_optional_background_may_be_empty_but_not_negative(raw):
-    raw["background"] = "150"
-    raw.loc[2, "background"] = ""
+    raw["background"] = ""
     frame, problems = validate_observations(raw, "obs.csv")
     assert problems == []
-    assert np.isnan(frame.at[2, "background"])
+    assert frame["background"].isna().all()
+    raw["background"] = "150"
     raw.loc[3, "background"] = "-1"
     problem = only(problems_of(raw))
     assert (problem.row, problem.column) == (3, "background")
+
+
+def test_partly_filled_background_names_the_empty_rows(raw):
+    raw["background"] = "150"
+    raw.loc[[2, 3, 4, 5, 6, 7, 8], "background"] = ""
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column) == (None, "background")
+    assert problem.message.startswith(
+        f"empty on 7 of {len(raw)} rows (rows 2, 3, 4, 5, 6 and 2 more); give a background "
+        "on every row or on none")
 
 
 # --- across rows ----------------------------------------------------------------------------
@@ -301,10 +311,16 @@ def test_calibration_setting_defaults_to_in_vitro():
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("cells", "0", "zero is not allowed; expected a finite number > 0 (cells)"),
-        ("cells", "ten", "not a number; expected a finite number > 0 (cells)"),
-        ("flux", "-3", "negative value; expected a finite number ≥ 0 (photons/s)"),
-        ("flux", "inf", "infinite value; expected a finite number ≥ 0 (photons/s)"),
+        ("cells", "0", "zero is not allowed; expected a finite number > 0 (cells; the model "
+                       "takes its log)"),
+        ("cells", "ten", "not a number; expected a finite number > 0 (cells; the model takes "
+                         "its log)"),
+        ("flux", "0", "zero is not allowed; expected a finite number > 0 (photons/s; the model "
+                      "takes its log)"),
+        ("flux", "-3", "negative value; expected a finite number > 0 (photons/s; the model "
+                       "takes its log)"),
+        ("flux", "inf", "infinite value; expected a finite number > 0 (photons/s; the model "
+                        "takes its log)"),
         ("setting", "in vitro", "unknown setting; expected one of 'in_vitro', 'ex_vivo' "
                                 "(did you mean 'in_vitro'?)"),
     ],

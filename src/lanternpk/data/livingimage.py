@@ -66,7 +66,6 @@ import difflib
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,7 @@ from lanternpk.data.schema import (
     OPTIONAL_OBSERVATION_COLUMNS,
 )
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import with_lines
+from lanternpk.tomlfile import parse_toml, with_lines
 
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
@@ -246,10 +245,7 @@ def _read_mapping(path: Path) -> str:
 
 def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str, _Image]]:
     """Validate a mapping given as TOML text (see :func:`load_mapping`); ``file`` names it."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise DataError([Problem(file, f"not a valid UTF-8 TOML file: {err}")]) from err
+    raw = parse_toml(text, file=file, what="not a valid UTF-8 TOML file")
     try:
         mapping = LivingImageMapping.model_validate(raw)
     except ValidationError as err:
@@ -372,8 +368,11 @@ def _split(line: str, delimiter: str) -> list[str]:
 def _find_header(lines: Sequence[str]) -> tuple[int, str] | None:
     """Return (line index, delimiter) of the first line naming two or more known columns."""
     for index, line in enumerate(lines[:_HEADER_SEARCH_LINES]):
-        scores = {d: len({m[0] for c in _split(line, d) if (m := _meaning(c))})
-                  for d in _DELIMITERS}
+        try:
+            scores = {d: len({m[0] for c in _split(line, d) if (m := _meaning(c))})
+                      for d in _DELIMITERS}
+        except csv.Error:  # e.g. a field over the csv module's size limit: not the header
+            continue
         delimiter = max(_DELIMITERS, key=scores.__getitem__)
         if scores[delimiter] >= 2:
             return index, delimiter
@@ -432,10 +431,15 @@ def _read_export(path: Path, *, rule: bool) -> tuple[list[_Row], list[Problem]]:
     names = {meaning: headers[i] for meaning, i in columns.items()}
     rows: list[_Row] = []
     for offset, line in enumerate(lines[header_index + 1:]):
-        cells = _split(line, delimiter)
+        line_no = header_line + 1 + offset
+        try:
+            cells = _split(line, delimiter)
+        except csv.Error as err:
+            problems.append(Problem(file, f"cannot read this line as a table row ({err}); "
+                                    "check its quotes", row=line_no))
+            continue
         if not any(c.strip() for c in cells):
             continue
-        line_no = header_line + 1 + offset
         row_problems: list[Problem] = []
         if any(c.strip() for c in cells[len(headers):]):
             hint = " (a decimal comma in a comma-separated file?)" if delimiter == "," else ""
@@ -492,9 +496,30 @@ def _background(rows: Sequence[_Row]) -> tuple[float, float, float] | None:
     return mean, math.sqrt(max(second - mean**2, 0.0)), omega
 
 
+def _too_large(bkg_rows: Sequence[_Row], organ: _Row | None = None) -> Problem:
+    """Background ROI values whose background or LOD cannot be computed as a finite number."""
+    first = bkg_rows[0]
+    scaled = (f" scaled to ROI '{organ.roi}' ({organ.file} row {organ.line})"
+              if organ is not None else "")
+    return Problem(first.file, f"background ROI radiance, its SD or area too large: the "
+                   f"background or LOD{scaled} is not a finite number; check the export",
+                   row=first.line, column=first.columns["roi"], value=first.roi)
+
+
 def _once(problems: dict[tuple, list], key: tuple, problem: Problem) -> None:
     """Record a problem once per key, counting repeats."""
     problems.setdefault(key, [problem, 0])[1] += 1
+
+
+def _unused_fixed(file: str, mapping: LivingImageMapping,
+                  images: dict[str, _Image]) -> list[Problem]:
+    """Regions of ``[lod] fixed`` that no ROI is mapped to (their LOD would never be used)."""
+    mapped = {region for img in images.values() for region in img.rois.values()}
+    return [Problem(file, f"no ROI is mapped to region '{region}', so its fixed LOD is never "
+                    f"used (mapped regions: {', '.join(sorted(mapped)) or 'none'})"
+                    + did_you_mean(region, mapped), key=_key_path(["lod", "fixed", region]),
+                    value=lod) for region, lod in (mapping.lod.fixed or {}).items()
+            if region not in mapped]
 
 
 def mapping_vs_spec(file: str, mapping: LivingImageMapping, images: dict[str, _Image],
@@ -576,6 +601,8 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
         spec, images, problems = None, {}, list(err.problems)
     else:
         problems = [] if model is None else mapping_vs_spec(map_file, spec, images, model)
+        named = {p.key for p in problems}
+        problems += [p for p in _unused_fixed(map_file, spec, images) if p.key not in named]
     rule = spec is not None and spec.lod.background_rois is not None
     rows: list[_Row] = []
     for path in exports:
@@ -624,14 +651,20 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
     for row, image, region in organs:
         record = {**image.fields, "region": region, "image": row.image, "flux": row.values["flux"]}
         if rule:
+            bkg_rows = backgrounds.get(row.image, [])
             if row.image not in stats:
-                bkg_rows = backgrounds.get(row.image, [])
-                stats[row.image] = _background(bkg_rows) if bkg_rows else None
+                try:
+                    stats[row.image] = _background(bkg_rows) if bkg_rows else None
+                    overflow = False
+                except OverflowError:
+                    stats[row.image], overflow = None, True
                 if not bkg_rows:
                     problems.append(Problem(row.file, "image has no background ROI (one of "
                                             f"{sorted(background_rois)}), needed for its LOD",
                                             row=row.line, column=row.columns["image"],
                                             value=row.image))
+                elif overflow:
+                    problems.append(_too_large(bkg_rows))
                 elif stats[row.image] is None:
                     first = bkg_rows[0]
                     problems.append(Problem(first.file, "background ROI has zero radiance; "
@@ -642,6 +675,15 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
             mean, sd, omega = bkg
             record["background"] = mean * row.values["area"] * omega
             record["lod"] = (mean + k_sd * sd) * row.values["area"] * omega
+            if not math.isfinite(record["background"]) or not math.isfinite(
+                    (mean + sd) * row.values["area"] * omega):
+                problems.append(_too_large(bkg_rows, row))
+                continue
+            if not math.isfinite(record["lod"]):
+                _once(grouped, ("k_sd",), Problem(
+                    map_file, f"LOD = background mean + k_sd × SD is not finite "
+                    f"({record['lod']}); use a k_sd such as 3", key="lod.k_sd", value=k_sd))
+                continue
         if region in fixed:
             record["lod"] = fixed[region]
         elif not rule:

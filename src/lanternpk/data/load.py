@@ -205,6 +205,13 @@ def _parse_parquet(file: str, data: bytes) -> tuple[list[str], list[tuple[int, l
     # A pandas index stored as a column is not data.
     index_columns = (table.schema.pandas_metadata or {}).get("index_columns", [])
     table = table.drop_columns([c for c in index_columns if isinstance(c, str)])
+    wrong = [Problem(file, f"Parquet column type is {field.type}, but this column holds numbers; "
+                           "store it as an int or float (convert a date, time or duration, e.g. "
+                           "to hours)", row=1, column=field.name)
+             for field in table.schema
+             if field.name in _NUMBER_COLUMNS and not _numeric_or_text(field.type)]
+    if wrong:
+        raise DataError(wrong)
     columns = []
     for column in table.columns:
         try:
@@ -215,6 +222,31 @@ def _parse_parquet(file: str, data: bytes) -> tuple[list[str], list[tuple[int, l
     records = zip(*columns, strict=True)
     rows = [(i + schema.FIRST_DATA_ROW, list(fields)) for i, fields in enumerate(records)]
     return list(table.column_names), rows
+
+
+#: Columns of the data contracts that hold numbers.
+_NUMBER_COLUMNS = frozenset(
+    name
+    for contract in (schema.OBSERVATION_COLUMNS, schema.OPTIONAL_OBSERVATION_COLUMNS,
+                     schema.CALIBRATION_COLUMNS, schema.OPTIONAL_CALIBRATION_COLUMNS)
+    for name, dtype in contract.items()
+    if dtype == schema.NUMBER
+)
+
+
+def _numeric_or_text(kind) -> bool:
+    """Whether a Parquet column of this type can hold the numbers of a number column.
+
+    Numbers are read as they are; text (and an all-null column) is checked cell by cell, as a
+    CSV cell is. A date, time, duration or anything else would be read as a count of some
+    unit (a duration of 2 h as 7200000000 microseconds), so it is refused.
+    """
+    import pyarrow.types as pt
+
+    if pt.is_dictionary(kind):
+        kind = kind.value_type
+    return (pt.is_integer(kind) or pt.is_floating(kind) or pt.is_decimal(kind)
+            or pt.is_string(kind) or pt.is_large_string(kind) or pt.is_null(kind))
 
 
 def _frame(file: str, header: list[str], rows: list[tuple[int, list[str]]]) -> pd.DataFrame:

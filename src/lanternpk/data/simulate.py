@@ -26,11 +26,11 @@ from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
 from lanternpk.data.schema import OBSERVATION_COLUMNS
-from lanternpk.errors import UsageError
+from lanternpk.errors import DataError, Problem, UsageError
 from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
 from lanternpk.io import staging_directory, write_table_atomic, write_text_atomic
 from lanternpk.solver.closed_form import organ_cells
@@ -41,12 +41,32 @@ Positive = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
+def _label(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty (it is written to the study's labels)")
+    if text != text.strip():
+        raise ValueError("leading or trailing spaces; labels are compared exactly")
+    return text
+
+
+def _no_duplicates(values: list) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"repeated value(s) {', '.join(f'{v:g}' for v in repeated)}; "
+                         "each imaging time is listed once")
+    return values
+
+
+#: A label written into the observations (study, cell type): not empty, no surrounding spaces.
+Label = Annotated[str, AfterValidator(_label)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StudyInfo(_Strict):
-    name: str
+    name: Label
     species: str
     disease: str
     dose_cells: Positive
@@ -59,8 +79,9 @@ class Sacrifice(_Strict):
 
 
 class Design(_Strict):
-    cell_types: list[str] = Field(min_length=1)
-    in_vivo_times_h: list[Annotated[float, Field(ge=0)]]
+    cell_types: list[Label] = Field(min_length=1)
+    in_vivo_times_h: Annotated[list[Annotated[float, Field(ge=0)]],
+                               AfterValidator(_no_duplicates)]
     in_vivo_regions: list[str]
     ex_vivo_regions: list[str]
     sacrifice: list[Sacrifice] = Field(min_length=1)
@@ -362,14 +383,50 @@ def _detection_estimands(truth, first_pass, release, loss) -> list[dict]:
 
 
 def simulate_study(truth: Truth, *, seed: int) -> SimulatedStudy:
-    """Simulate one study from ``truth`` with a fixed seed (same seed, same data)."""
+    """Simulate one study from ``truth`` with a fixed seed (same seed, same data).
+
+    Extreme truth values can give numbers that are not finite; :func:`write_study` refuses
+    to write those, naming the truth keys to check.
+    """
     rng = np.random.default_rng(seed)
-    animals = _animal_parameters(truth, rng)
-    observations = _observations(truth, animals, rng)
-    calibration = _calibration(truth, rng)
+    with np.errstate(over="ignore", invalid="ignore"):
+        animals = _animal_parameters(truth, rng)
+        observations = _observations(truth, animals, rng)
+        calibration = _calibration(truth, rng)
     return SimulatedStudy(truth=truth, seed=seed, observations=observations,
                           calibration=calibration, animals=animals,
                           estimands=truth_estimands(truth))
+
+
+#: Truth keys that can make a simulated number overflow or be NaN, per simulated column.
+_LIKELY_KEYS = {
+    "flux": ("study.dose_cells", "measurement.photons_per_cell", "measurement.image_gain_sd",
+             "measurement.residual_sd", "variation.first_pass_sd", "variation.release_sd",
+             "variation.loss_sd"),
+    "lod": ("measurement.background_in_vivo", "measurement.background_ex_vivo",
+            "measurement.background_cv"),
+    "background": ("measurement.background_in_vivo", "measurement.background_ex_vivo"),
+}
+_LIKELY_CALIBRATION_KEYS = ("calibration.in_vitro_cells", "calibration.ex_vivo_cells",
+                            "calibration.residual_sd", "calibration.background",
+                            "measurement.photons_per_cell")
+
+
+def _check_finite(study: SimulatedStudy, file: str) -> None:
+    """Refuse a study whose simulated numbers are not finite (validate would reject it)."""
+    problems = []
+    tables = (("observations", study.observations, _LIKELY_KEYS),
+              ("standard curve", study.calibration, {"flux": _LIKELY_CALIBRATION_KEYS}))
+    for what, table, likely in tables:
+        for column, keys in likely.items():
+            bad = ~np.isfinite(table[column].to_numpy(float))
+            if bad.any():
+                problems.append(Problem(
+                    file, f"the simulated {what} {column} is not a finite number in "
+                    f"{int(bad.sum())} of {len(table)} rows (too large, or NaN); check "
+                    + ", ".join(keys) + "; nothing was written"))
+    if problems:
+        raise DataError(problems)
 
 
 def _check_study_directory(out_dir: Path, names: list[str]) -> None:
@@ -400,6 +457,7 @@ def write_study(
     when all of them are complete.
     """
     out_dir = Path(out_dir)
+    _check_finite(study, str(truth_file))
     names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
     _check_study_directory(out_dir, names)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,11 @@ _NUMBERS: dict[str, tuple[bool, str]] = {
     "background": (True, "photons/s"),
     "cells": (False, "cells"),
 }
+#: A standard curve's numbers: the model takes the log of both, so zero is not allowed.
+_CALIBRATION_NUMBERS: dict[str, tuple[bool, str]] = {
+    "cells": (False, "cells; the model takes its log"),
+    "flux": (False, "photons/s; the model takes its log"),
+}
 _TEXTS: dict[str, str] = {
     "study": "a study identifier",
     "animal": "an animal identifier",
@@ -78,6 +83,8 @@ def validate_observations(
             problems += _convert(raw, file, column, values, ok, required=column in required)
     if "modality" in values:
         problems += _one_of(raw, file, "modality", schema.MODALITIES, values, ok)
+    if "background" in raw:
+        problems += _all_or_none(raw, file, "background")
 
     def usable(*columns: str) -> pd.Series | None:
         if not all(c in ok for c in columns):
@@ -119,10 +126,11 @@ def validate_calibration(
     -------
     frame : pandas.DataFrame or None
         Canonical standard curve, or None when there is any problem: ``cells`` (cells, finite,
-        > 0) and ``flux`` (photons/s, finite, >= 0) as ``float64``; ``setting`` (``string``,
-        ``in_vitro`` where the column is absent or the cell empty, else ``ex_vivo`` for cells
-        spiked into excised tissue); ``region`` (``string``, required for ``ex_vivo`` rows and
-        ``<NA>`` for ``in_vitro`` rows); then any other columns, as text. Index ``row`` kept.
+        > 0) and ``flux`` (photons/s, finite, > 0: the model takes the log of both) as
+        ``float64``; ``setting`` (``string``, ``in_vitro`` where the column is absent or the
+        cell empty, else ``ex_vivo`` for cells spiked into excised tissue); ``region``
+        (``string``, required for ``ex_vivo`` rows and ``<NA>`` for ``in_vitro`` rows); then
+        any other columns, as text. Index ``row`` kept.
     problems : list of lanternpk.errors.Problem
         Every problem found, ordered by row; empty when the standard curve is valid.
     """
@@ -135,7 +143,8 @@ def validate_calibration(
     ok: dict[str, pd.Series] = {}
     for column in required:
         if column in raw:
-            problems += _convert(raw, file, column, values, ok, required=True)
+            problems += _convert(raw, file, column, values, ok, required=True,
+                                 numbers=_CALIBRATION_NUMBERS)
 
     setting = _text(raw["setting"]) if "setting" in raw else pd.Series("", index=raw.index)
     setting = setting.where(setting.str.strip() != "", "in_vitro")
@@ -298,11 +307,12 @@ def _convert(
     ok: dict[str, pd.Series],
     *,
     required: bool,
+    numbers: Mapping[str, tuple[bool, str]] = _NUMBERS,
 ) -> list[Problem]:
     """Parse one column into ``values[column]``; mark usable cells in ``ok[column]``."""
     problems = []
-    if column in _NUMBERS:
-        zero_ok, meaning = _NUMBERS[column]
+    if column in numbers:
+        zero_ok, meaning = numbers[column]
         expected = f"expected a finite number {'≥' if zero_ok else '>'} 0 ({meaning})"
         parsed = np.full(len(raw), np.nan)
         for i, (row, value) in enumerate(raw[column].items()):
@@ -356,6 +366,20 @@ def _number(value: object) -> tuple[float, str | None]:
         if "," in text:
             return math.nan, "not a number (use '.' for decimals and no thousands separators)"
         return math.nan, "not a number"
+
+
+def _all_or_none(raw: pd.DataFrame, file: str, column: str) -> list[Problem]:
+    """An optional column is filled on every row or on none (the model uses it only then)."""
+    empty = _text(raw[column]).str.strip() == ""
+    if empty.all() or not empty.any():
+        return []
+    rows = list(raw.index[empty])
+    shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more"
+                                                   if len(rows) > 5 else "")
+    return [Problem(file, f"empty on {len(rows)} of {len(raw)} rows (rows {shown}); give a "
+                          f"{column} on every row or on none (the model uses the {column} "
+                          "column only when every row has one, else it estimates it)",
+                    column=column)]
 
 
 def _one_of(
