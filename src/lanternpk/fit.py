@@ -39,6 +39,11 @@ from lanternpk.model import ModelData, build_model, calibration_problems, prepar
 from lanternpk.spec import ModelSpec, load_spec
 
 POSTERIOR_FILE = "posterior.nc"
+#: Everything lanternpk writes into a run directory: fit, then ppc (``ppc/``) and compare
+#: (kept equal to ppc.PPC_DIR, compare.COMPARE_FILE and ANIMALS_FILE by a test).
+#: ``fit --overwrite`` replaces a run only when it holds nothing else.
+RUN_ENTRIES = frozenset({POSTERIOR_FILE, "provenance.json", "diagnostics.json", "summary.json",
+                         "DIAGNOSTICS_FAILED", "ppc", "compare.json", "compare_animals.json"})
 PRIOR_DRAWS = 1000
 #: Parameters whose prior draws are kept to tell findings from priors.
 REPORTED_PARAMETERS = ["first_pass", "release", "loss", "photons_per_cell",
@@ -159,6 +164,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     """
     out_dir = Path(out_dir)
     check_replaceable_directory(out_dir, marker=POSTERIOR_FILE, overwrite=overwrite,
+                                owned=RUN_ENTRIES,
                                 inputs=(data_path, spec_path, calibration_path))
     obs, calibration, spec, data = load_inputs(data_path, spec_path, calibration_path)
 

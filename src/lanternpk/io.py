@@ -83,19 +83,22 @@ def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame) -> None:
 
 
 def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overwrite: bool,
-                                inputs: Sequence[str | os.PathLike | None] = ()) -> None:
+                                inputs: Sequence[str | os.PathLike | None] = (),
+                                owned: frozenset[str] | None = None) -> None:
     """Refuse an output directory whose writing would destroy anything of the user's.
 
     ``target`` may be absent (it is created; the nearest existing ancestor must be a
     writable directory), an empty directory, or a directory holding ``marker`` (an earlier
-    output of the same kind, replaced as a whole) when ``overwrite`` is true.
+    output of the same kind, replaced as a whole) when ``overwrite`` is true and, when
+    ``owned`` is given, nothing but the entries lanternpk writes there.
 
     Raises
     ------
     UsageError
         ``target`` is a file; a non-empty directory without ``marker``; an earlier output
-        and ``overwrite`` is false; the current directory or one of its ancestors; holds one
-        of ``inputs``; or its parent cannot be written.
+        and ``overwrite`` is false; holds entries not in ``owned`` (named); the current
+        directory or one of its ancestors; holds one of ``inputs``; or its parent cannot be
+        written.
     """
     target = Path(target)
     resolved = target.resolve()
@@ -115,6 +118,12 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
         for path in inputs:
             if path is not None and Path(path).resolve().is_relative_to(resolved):
                 raise UsageError(f"refusing to replace {target}: it holds the input {path}")
+        foreign = [name for name in entries if owned is not None and name not in owned]
+        if foreign:
+            raise UsageError(f"refusing to replace {target}: besides an earlier lanternpk output "
+                             f"it holds {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
+                             ", which replacing it would delete; move them or choose another "
+                             "--out")
     check_writable(resolved.parent, what=f"write {target}")  # where it is renamed into place
 
 

@@ -196,3 +196,25 @@ def test_hand_edited_run_records_are_a_clear_error(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "lacks the posterior group, a provenance record (found list), 'spec'" in err
+
+
+def test_fit_overwrite_refuses_a_run_holding_the_users_files(tmp_path, capsys, root):
+    run = tmp_path / "run"
+    (run / "myplots").mkdir(parents=True)
+    (run / "posterior.nc").write_text("earlier run")
+    (run / "notes.txt").write_text("mine")
+    rc = main(["fit", str(root / "data/als_mouse/observations.csv"),
+               "--model", str(root / "models/muse_vs_msc.toml"), "--out", str(run),
+               "--overwrite", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "Traceback" not in err
+    assert "it holds myplots, notes.txt, which replacing it would delete" in err
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_run_entries_name_what_ppc_and_compare_write():
+    from lanternpk.compare import ANIMALS_FILE, COMPARE_FILE
+    from lanternpk.fit import RUN_ENTRIES
+    from lanternpk.ppc import PPC_DIR
+
+    assert {PPC_DIR, COMPARE_FILE, ANIMALS_FILE} <= RUN_ENTRIES
