@@ -55,6 +55,8 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
     inputs = [*args.exports, args.map]
     if any(out.resolve() == Path(path).resolve() for path in inputs):
         raise UsageError(f"refusing to write {out}: it is one of the input files")
+    if out.is_dir():
+        raise UsageError(f"refusing to write {out}: it is a directory, not a file")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     model = None

@@ -28,8 +28,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     owner-only ones of :func:`tempfile.mkstemp`.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:  # name the user's path, not the temporary file's
+        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -53,8 +56,11 @@ def staging_directory(target: str | os.PathLike) -> Path:
     the owner-only ones of :func:`tempfile.mkdtemp`.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as err:  # name the user's path, not the staging directory's
+        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
     staging.chmod(0o777 & ~_umask())
     return staging
 

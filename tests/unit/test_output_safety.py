@@ -218,3 +218,29 @@ def test_run_entries_name_what_ppc_and_compare_write():
     from lanternpk.ppc import PPC_DIR
 
     assert {PPC_DIR, COMPARE_FILE, ANIMALS_FILE} <= RUN_ENTRIES
+
+
+def test_a_path_that_cannot_be_written_is_named_not_its_temporary_file(tmp_path):
+    from lanternpk.errors import UsageError
+    from lanternpk.io import atomic_path, staging_directory
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for make in (lambda: atomic_path(blocker / "out.csv").__enter__(),
+                 lambda: staging_directory(blocker / "run")):
+        with pytest.raises(UsageError, match=r"cannot write .*a_file/(out\.csv|run): ") as info:
+            make()
+        assert ".tmp" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_import_livingimage_refuses_a_directory_as_out(tmp_path, capsys, root):
+    out = tmp_path / "adir"
+    out.mkdir()
+    exports = sorted((root / "tests/fixtures/livingimage").glob("*.csv"))[:1]
+    mapping = next((root / "tests/fixtures/livingimage").glob("*.toml"))
+    rc = main(["import-livingimage", *map(str, exports), "--map", str(mapping),
+               "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "it is a directory, not a file" in err
+    assert "Traceback" not in err and not any(out.iterdir())
