@@ -96,6 +96,28 @@ def _draws(group, name: str) -> np.ndarray:
     return values.reshape(-1, *values.shape[2:])
 
 
+def _cell_type_positions(group, design: dict) -> list[tuple[int, str]]:
+    """(position on the parameters' cell-type axis, label) of each cell type of the design.
+
+    The design lists only the cell types present in the data, the parameters every cell
+    type of the spec: a study of MSCs alone under a Muse-and-MSC spec must take the MSC
+    slice, not the first one.
+    """
+    variable = group["first_pass"]
+    if "cell_type" in variable.coords:
+        on_axis = [str(ct) for ct in variable.coords["cell_type"].values]
+        missing = [ct for ct in design["cell_types"] if ct not in on_axis]
+        if missing:
+            raise ValueError(f"cell types {missing} of the design are not in the "
+                             f"parameters (cell_type coordinate {on_axis})")
+        return [(on_axis.index(ct), ct) for ct in design["cell_types"]]
+    if variable.shape[2] != len(design["cell_types"]):
+        raise ValueError("parameters without a cell_type coordinate must have one entry "
+                         f"per cell type of the design {design['cell_types']}, not "
+                         f"{variable.shape[2]}")
+    return list(enumerate(design["cell_types"]))
+
+
 def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
     """Draws of every estimand, keyed by (name, cell_type, region, time_d, modality).
 
@@ -106,7 +128,8 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
         ``photons_per_cell``, ``transmission_in_vivo``, ``transmission_ex_vivo`` (and
         ``blood_efflux`` for the explicit-blood model).
     design : dict
-        The run's design record (see :func:`lanternpk.fit.design_record`): cell types,
+        The run's design record (see :func:`lanternpk.fit.design_record`): cell types
+        (those in the data; parameters are taken by the group's ``cell_type`` coordinate),
         organs, filter index, dose per cell type, and per region × modality the organs it
         sees, its LOD and background (photons/s).
     """
@@ -116,8 +139,9 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
     q = _draws(group, "blood_efflux") if design["explicit_blood"] else None
     q_ct = None if q is None else np.broadcast_to(q[:, None], r.shape)
     kin = kinetic_estimands(f, r, k, filter_index=design["filter_index"], blood_efflux=q_ct)
+    cell_types = _cell_type_positions(group, design)
     out: dict[tuple, np.ndarray] = {}
-    for c, ct in enumerate(design["cell_types"]):
+    for c, ct in cell_types:
         for j, organ in enumerate(design["organs"]):
             for name in ("first_pass_fraction", "homing_fraction", "half_life_d"):
                 out[(name, ct, organ, None, None)] = kin[name][:, c, j]
@@ -131,7 +155,7 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
     for det in design["detection"]:
         transmission = _draws(group, f"transmission_{det['modality']}")  # (s, organ)
         weights = transmission * np.isin(design["organs"], det["organs"])[None, :]
-        for c, ct in enumerate(design["cell_types"]):
+        for c, ct in cell_types:
             dose = design["dose_cells"][ct]
             signal = (ppc[:, None] * dose * np.einsum("sgo,so->sg", cells[:, c], weights)
                       + det["background"])
@@ -168,13 +192,25 @@ def _num(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _p_gt_1(ratio: np.ndarray) -> float | None:
+    """P(ratio > 1) from draws; ``None`` when every draw is exactly 1.
+
+    A ratio fixed at 1 by the model (a parameter the spec shares between the cell types)
+    has P(ratio > 1) = 0, which would read as certainty that the numerator is not larger.
+    """
+    if np.all(ratio == 1.0):
+        return None
+    return float(np.mean(ratio > 1))
+
+
 def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], list[dict]]:
     """Estimand and contrast records of the summary JSON contract (DESIGN.md).
 
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities). Contrasts: first cell type over second for homing fractions and
-    half-lives, with P(ratio > 1), and the same two fields (the prior's ratio of the two
+    half-lives, with P(ratio > 1) (``None`` for a ratio the model fixes at 1), and the same
+    two fields (the prior's ratio of the two
     estimands' prior draws as reference); a ratio is also marked barely informed when its
     numerator or denominator is, since it then rests on a prior.
     """
@@ -216,7 +252,7 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
                                   "denominator": den, "median": float(np.median(ratio)),
                                   "q05": float(np.quantile(ratio, 0.05)),
                                   "q95": float(np.quantile(ratio, 0.95)),
-                                  "p_gt_1": float(np.mean(ratio > 1)),
+                                  "p_gt_1": _p_gt_1(ratio),
                                   "posterior_prior_width_ratio": _num(width_ratio),
                                   "barely_informed": bool(
                                       (np.isfinite(width_ratio)

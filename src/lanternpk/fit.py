@@ -410,7 +410,7 @@ def format_summary(summary: dict) -> str:
         label = f"{c['name']} {c['numerator']}/{c['denominator']}"
         lines.append(f"{label:<32}{c['region']:<15}{c['median']:>10.3g}"
                      f"{'[' + format(c['q05'], '.3g') + ', ' + format(c['q95'], '.3g') + ']':>24}"
-                     f"{c['p_gt_1']:>8.3f}")
+                     + (f"{c['p_gt_1']:>8.3f}" if c["p_gt_1"] is not None else f"{'n/a':>8}"))
     lines.append("")
     lines.append(f"{'estimand':<20}{'cell':<6}{'region':<15}{'median':>10}"
                  f"{'90% interval':>24}  note")

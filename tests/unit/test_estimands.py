@@ -1,0 +1,62 @@
+"""Estimands from parameter draws: cell-type lookup and fixed ratios (deterministic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from lanternpk.estimands import estimand_draws, summarize_estimands
+
+ORGANS = ["lung", "femur"]
+
+
+def _group(first_pass: dict[str, list[float]], loss: dict[str, list[float]],
+           release: dict[str, float], draws: int = 20) -> xr.Dataset:
+    """A posterior-like group (1 chain, ``draws`` identical draws) over the given cell types."""
+    cell_types = list(first_pass)
+
+    def tile(values):
+        return np.broadcast_to(np.asarray(values, float), (1, draws, *np.shape(values))).copy()
+
+    dims = ("chain", "draw", "cell_type", "organ")
+    return xr.Dataset(
+        {"first_pass": (dims, tile([first_pass[c] for c in cell_types])),
+         "loss": (dims, tile([loss[c] for c in cell_types])),
+         "release": (dims[:3], tile([release[c] for c in cell_types])),
+         "photons_per_cell": (dims[:2], tile(800.0)),
+         "transmission_in_vivo": (("chain", "draw", "organ"), tile([3e-3, 3e-2]))},
+        coords={"cell_type": cell_types, "organ": ORGANS})
+
+
+def _design(cell_types: list[str]) -> dict:
+    return {"cell_types": cell_types, "organs": ORGANS, "filter_index": 0,
+            "explicit_blood": False, "dose_cells": {ct: 5e4 for ct in cell_types},
+            "detection": [{"region": "lung", "modality": "in_vivo", "organs": ["lung"],
+                           "lod": 1e4, "background": 5e3, "group": 0}]}
+
+
+def test_a_study_of_one_cell_type_takes_that_cell_types_parameters():
+    """MSC-only data under a Muse-and-MSC spec: the MSC slice, not the first one."""
+    group = _group({"muse": [0.70, 0.03], "msc": [0.92, 0.02]},
+                   {"muse": [0.35, 0.03], "msc": [0.69, 0.35]}, {"muse": 1.0, "msc": 0.05})
+    out = estimand_draws(group, _design(["msc"]))
+    assert {key[1] for key in out} == {"msc"}
+    np.testing.assert_allclose(out[("first_pass_fraction", "msc", "lung", None, None)], 0.92)
+    np.testing.assert_allclose(out[("half_life_d", "msc", "femur", None, None)],
+                               np.log(2) / 0.35)
+    both = estimand_draws(group, _design(["muse", "msc"]))
+    for key, values in out.items():
+        np.testing.assert_array_equal(values, both[key])
+
+
+def test_a_ratio_the_model_fixes_at_one_has_no_probability_of_exceeding_one():
+    """Shared first-pass fractions: lung homing ratio ≡ 1, so P(>1) is null, not 0."""
+    shared = [0.8, 0.03]
+    group = _group({"muse": shared, "msc": shared}, {"muse": [0.35, 0.03],
+                   "msc": [0.69, 0.35]}, {"muse": 1.0, "msc": 0.05})
+    _, contrasts = summarize_estimands(group, None, _design(["muse", "msc"]))
+    by_key = {(c["name"], c["region"]): c for c in contrasts}
+    lung = by_key[("homing_fraction_ratio", "lung")]
+    assert lung["median"] == 1.0 and lung["p_gt_1"] is None
+    half_life = by_key[("half_life_ratio", "lung")]  # (0.69 / 0.35 > 1 in every draw)
+    assert half_life["p_gt_1"] == 1.0
