@@ -155,20 +155,27 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
     )
 
 
+#: Below this z, ``log Φ(z)`` is the asymptotic series (``erfc`` underflows near z = −37.5).
+_LOG_CDF_SWITCH = -20.0
+
+
 def log_normal_cdf(z):
     """log Φ(z), finite with finite gradients for every z (PyTensor, all backends).
 
-    For z ≥ −5 it is ``log(erfc(−z/√2) / 2)``; below, the asymptotic series
-    ``−z²/2 − log(−z) − log(2π)/2 + log(1 − 1/z² + 3/z⁴ − 15/z⁶)`` (relative error < 1e-6
-    at z = −5, shrinking as z decreases). Each branch is evaluated on a clamped z.
+    For z ≥ −20 it is ``log(erfc(−z/√2) / 2)`` (within 6e-14 of ``scipy.special.log_ndtr``
+    down to z = −20, gradient within 3e-14 relative, on the C and JAX backends); below, the
+    asymptotic series ``−z²/2 − log(−z) − log(2π)/2 + log(1 − 1/z² + 3/z⁴ − 15/z⁶)``, whose
+    error is 4e-9 at z = −20 (the first omitted term, 105/z⁸) and shrinks as z decreases, so
+    the log density jumps by at most that much where the branches meet. Each branch is
+    evaluated on a clamped z.
     """
-    z_mid = pt.maximum(z, -5.0)
+    z_mid = pt.maximum(z, _LOG_CDF_SWITCH)
     direct = pt.log(0.5 * pt.erfc(-z_mid / np.sqrt(2.0)))
-    z_tail = pt.minimum(z, -5.0)
+    z_tail = pt.minimum(z, _LOG_CDF_SWITCH)
     inv2 = 1.0 / (z_tail * z_tail)
     tail = (-0.5 * z_tail * z_tail - pt.log(-z_tail) - 0.5 * _LOG_2PI
             + pt.log(1.0 - inv2 + 3.0 * inv2**2 - 15.0 * inv2**3))
-    return pt.switch(z >= -5.0, direct, tail)
+    return pt.switch(z >= _LOG_CDF_SWITCH, direct, tail)
 
 
 def _lognormal(name: str, prior, *, dims=None, shape=None):
