@@ -97,10 +97,11 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
                                     + did_you_mean(str(value), regions),
                                     row=row, column="region", value=value))
     if problems:
-        raise DataError(problems[:50])
+        raise DataError(problems)
 
     organ_index = {o: i for i, o in enumerate(spec.organs)}
-    animal_key = obs["study"].astype(str) + "/" + obs["animal"].astype(str)
+    animal_key = _study_key(obs, "animal", source)
+    image_key = _study_key(obs, "image", source)
     animals = list(dict.fromkeys(animal_key))
     animal_codes = pd.Categorical(animal_key, categories=animals).codes
     first_rows = obs.groupby(animal_key, sort=False).head(1)
@@ -113,7 +114,6 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
     session_lookup = {(a, t): i for i, (a, t) in enumerate(sessions.itertuples(index=False))}
     row_session = np.array([session_lookup[(a, t)] for a, t in
                             zip(animal_codes, obs["time_h"].to_numpy(), strict=True)])
-    image_key = obs["study"].astype(str) + "/" + obs["image"].astype(str)
     images = list(dict.fromkeys(image_key))
     row_image = pd.Categorical(image_key, categories=images).codes
 
@@ -128,7 +128,7 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
                                     f"for region '{region}'", row=obs.index[i],
                                     column="region", value=region))
     if problems:
-        raise DataError(problems[:50])
+        raise DataError(problems)
 
     group_key = obs["region"].astype(str) + "/" + obs["modality"].astype(str)
     groups = sorted(set(group_key))
@@ -153,6 +153,26 @@ def prepare_data(spec: ModelSpec, obs: pd.DataFrame, *, source: str = "data") ->
         dose_cells=obs.groupby(animal_key, sort=False)["dose_cells"].first()
         .reindex(animals).to_numpy(float),
     )
+
+
+def _study_key(obs: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """``study/<column>`` labels, one per distinct (study, value) pair.
+
+    Raises
+    ------
+    DataError
+        Two different pairs that join to the same label (``a/b`` + ``c`` and ``a`` + ``b/c``),
+        which would merge two animals or images into one.
+    """
+    key = obs["study"].astype(str) + "/" + obs[column].astype(str)
+    pairs = obs.assign(_key=key).drop_duplicates(["study", column])
+    clash = pairs[pairs["_key"].duplicated(keep=False)]
+    if len(clash):
+        raise DataError([Problem(source, f"study and {column} join to '{k}', as do another "
+                                 f"row's study and {column}; rename one ('/' separates them)",
+                                 row=row, column=column, value=obs.at[row, column])
+                         for row, k in clash["_key"].items()])
+    return key
 
 
 #: Below this z, ``log Φ(z)`` is the asymptotic series (``erfc`` underflows near z = −37.5).
@@ -348,7 +368,7 @@ def calibration_problems(calibration: pd.DataFrame, organs, *, source: str = "ca
     return [Problem(source, "ex vivo spike-in region is not an organ of the spec (expected "
                     f"one of {list(organs)})", row=row, column="region", value=region)
             for row, region in calibration["region"][ex_vivo].astype(str).items()
-            if region not in organs][:50]
+            if region not in organs]
 
 
 def _standard_curve(calibration: pd.DataFrame, log_ppc, log_t_ex_vivo, organs) -> None:

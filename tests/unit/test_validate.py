@@ -218,8 +218,19 @@ def test_partly_filled_background_names_the_empty_rows(raw):
     problem = only(problems_of(raw))
     assert (problem.row, problem.column) == (None, "background")
     assert problem.message.startswith(
-        f"empty on 7 of {len(raw)} rows (rows 2, 3, 4, 5, 6 and 2 more); give a background "
-        "on every row or on none")
+        f"empty or NaN on 7 of {len(raw)} rows (rows 2, 3, 4, 5, 6 and 2 more); give a "
+        "background on every row or on none")
+
+
+def test_a_nan_background_counts_as_empty(raw):
+    """One 'nan' among filled backgrounds is an error (the model would drop the column)."""
+    raw["background"] = "150"
+    raw.loc[3, "background"] = "nan"
+    problem = only(problems_of(raw))
+    assert problem.message.startswith(f"empty or NaN on 1 of {len(raw)} rows (rows 3)")
+    raw["background"] = "NaN"  # NaN on every row: no background given, estimated
+    frame, problems = validate_observations(raw, "obs.csv")
+    assert problems == [] and frame["background"].isna().all()
 
 
 # --- across rows ----------------------------------------------------------------------------
@@ -491,3 +502,40 @@ def test_validate_with_model_reports_a_bad_spec_with_bad_data(tmp_path, capsys):
     assert rc == 1
     assert f"{spec}, line 16, key 'model.blood', value 'quick'" in err
     assert "Traceback" not in err
+
+
+def test_control_characters_in_labels_are_refused(raw):
+    """A terminal escape or line break in a label could rewrite what `validate` prints."""
+    raw.loc[3, "study"] = "S1\x1b[2J"
+    raw.loc[4, "animal"] = "M1\nrows 999"
+    problems = problems_of(raw)
+    found = {(p.row, p.column) for p in problems if "control character" in p.message}
+    assert found == {(3, "study"), (4, "animal")}
+    assert "'S1\\x1b[2J'" in str(next(p for p in problems if p.row == 3))
+
+
+def test_prepare_data_lists_every_problem_and_refuses_merged_animals(root):
+    """Every row of an unknown cell type is named (it stopped at 50); and study/animal
+    pairs that join to the same label would share one animal's random effects."""
+    from lanternpk.data.load import load_observations
+    from lanternpk.errors import DataError
+    from lanternpk.model import prepare_data
+    from lanternpk.spec import load_spec
+
+    spec = load_spec(root / "models/muse_vs_msc.toml")
+    obs = load_observations(root / "data/als_mouse/observations.csv")
+    renamed = obs.assign(cell_type=obs["cell_type"].replace({"msc": "hsc"}))
+    with pytest.raises(DataError) as err:
+        prepare_data(spec, renamed)
+    assert len(err.value.problems) == int((obs["cell_type"] == "msc").sum()) > 50
+    muse01, muse02 = (obs["animal"] == "muse01"), (obs["animal"] == "muse02")
+    clash = obs.copy()
+    clash.loc[muse01, "study"] = "als/muse01"
+    clash.loc[muse01, "animal"] = "x"
+    clash.loc[~muse01, "study"] = "als"
+    clash.loc[muse02, "animal"] = "muse01/x"
+    with pytest.raises(DataError) as err:
+        prepare_data(spec, clash)
+    rows = {p.row for p in err.value.problems if p.column == "animal"}
+    assert rows == {obs.index[muse01][0], obs.index[muse02][0]}
+    assert "join to 'als/muse01/x'" in err.value.problems[0].message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -41,6 +42,9 @@ _TEXTS: dict[str, str] = {
     "modality": "one of " + ", ".join(repr(m) for m in schema.MODALITIES),
     "image": "an image identifier",
 }
+#: Control characters (C0, DEL, C1): not part of any label, and printed raw they can rewrite
+#: a terminal's screen.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IMAGE_RULE = ("an image is one acquisition of one animal at one time and modality "
                "(image identifiers are unique within a study)")
 
@@ -340,8 +344,12 @@ def _convert(
                                         row=row, column=column, value=value))
             elif value != value.strip():
                 problems.append(_spaces(file, row, column, value))
+            elif _CONTROL.search(value):
+                problems.append(Problem(file, "control character (a tab, line break or "
+                                        f"terminal escape) in a label; expected {_TEXTS[column]}",
+                                        row=row, column=column, value=value))
         values[column] = text
-        ok[column] = text.str.strip() == text
+        ok[column] = (text.str.strip() == text) & ~text.str.contains(_CONTROL)
         ok[column] &= text != ""
     else:
         values[column] = text.mask(text == "")
@@ -368,15 +376,24 @@ def _number(value: object) -> tuple[float, str | None]:
         return math.nan, "not a number"
 
 
+def _blank(value: object) -> bool:
+    """An empty cell, or a NaN ('nan' in a CSV, NaN in Parquet): no value given."""
+    number, why = _number(value)
+    return why == "empty cell" or (why is None and math.isnan(number))
+
+
 def _all_or_none(raw: pd.DataFrame, file: str, column: str) -> list[Problem]:
-    """An optional column is filled on every row or on none (the model uses it only then)."""
-    empty = _text(raw[column]).str.strip() == ""
+    """An optional column is filled on every row or on none (the model uses it only then).
+
+    A NaN counts as empty: it is how a data frame writes a missing number.
+    """
+    empty = raw[column].map(_blank)
     if empty.all() or not empty.any():
         return []
     rows = list(raw.index[empty])
     shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more"
                                                    if len(rows) > 5 else "")
-    return [Problem(file, f"empty on {len(rows)} of {len(raw)} rows (rows {shown}); give a "
+    return [Problem(file, f"empty or NaN on {len(rows)} of {len(raw)} rows (rows {shown}); give a "
                           f"{column} on every row or on none (the model uses the {column} "
                           "column only when every row has one, else it estimates it)",
                     column=column)]
