@@ -165,6 +165,12 @@ def test_negative_flux_is_refused(tmp_path: Path) -> None:
     assert "must be >= 0" in problem and "background subtraction" in problem
 
 
+def test_a_flux_that_overflows_to_infinity_is_refused(tmp_path: Path) -> None:
+    """'1e999' parses as inf: it named no problem and wrote 'inf' into the table."""
+    (problem,) = _problems([_export(tmp_path, "3.770E+05", "1e999")], MAP)
+    assert "row 2" in problem and "value '1e999'" in problem and "infinity" in problem
+
+
 @pytest.mark.parametrize(("old", "new"), [
     ("IMG0001,BKG 1,Overlay,1.508E+04,1.200E+03", "IMG0001,BKG 1,Overlay,1.508E+04,1e308"),
     ("IMG0001,BKG 1,Overlay,1.508E+04,1.200E+03,2.100E+02",

@@ -462,6 +462,10 @@ def _read_export(path: Path, *, rule: bool) -> tuple[list[_Row], list[Problem]]:
                            + (" or 1,23E+05)" if delimiter != "," else ")"))
                 row_problems.append(Problem(file, message, row=line_no, column=names[meaning],
                                             value=cell or None))
+            elif not math.isfinite(value):
+                row_problems.append(Problem(file, "too large: overflows to infinity (expected "
+                                            "a finite number)", row=line_no,
+                                            column=names[meaning], value=cell))
             elif value < 0 or (meaning == "area" and value == 0):
                 bound = "> 0" if meaning == "area" else ">= 0"
                 extra = (" (export flux as measured, without Living Image's background "
