@@ -252,6 +252,17 @@ def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
         load_run_report(copy)
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", "[null]", '{"groups": 5}', "42"])
+def test_a_coverage_file_of_the_wrong_shape_is_a_usage_error(run_dir, tmp_path, content):
+    """Valid JSON that is not a list of records raised AttributeError/TypeError."""
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "ppc").mkdir()
+    (copy / "ppc/coverage.json").write_text(content)
+    with pytest.raises(UsageError, match=r"coverage\.json: not a coverage table"):
+        load_run_report(copy)
+
+
 # --- command line and formatting -----------------------------------------------------------
 
 def test_report_parser_runs_the_command(run_dir, tmp_path, capsys):
