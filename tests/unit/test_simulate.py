@@ -96,6 +96,14 @@ def test_truth_numbers_must_be_numbers_not_strings(root, tmp_path):
     assert problem.key == "measurement.photons_per_cell" and problem.value == "800.0"
 
 
+def test_truth_transmission_above_one_is_refused(root, tmp_path):
+    """As in a spec: a transmission is a fraction of the emitted photons (it was accepted)."""
+    (problem,) = _truth_problems(root, tmp_path, "transmission_in_vivo = { lung = 3.0e-3",
+                                 "transmission_in_vivo = { lung = 3.0")
+    assert problem.key == "measurement.transmission_in_vivo.lung" and problem.value == 3.0
+    assert "less than or equal to 1" in problem.message
+
+
 @pytest.mark.parametrize(("old", "new", "key", "message"), [
     ("in_vivo_times_h = [1, 24,", "in_vivo_times_h = [1, 1, 24,", "design.in_vivo_times_h",
      "repeated value(s) 1; each imaging time is listed once"),

@@ -38,6 +38,8 @@ from lanternpk.tomlfile import load_toml_model
 
 WHOLE_BODY = "whole_body"
 Positive = Annotated[float, Field(gt=0)]
+#: A transmission: the fraction of emitted photons that reach the camera, in (0, 1].
+Transmission = Annotated[float, Field(gt=0, le=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -110,8 +112,8 @@ class Measurement(_Strict):
     photons_per_cell: Positive
     image_gain_sd: Annotated[float, Field(ge=0)]
     residual_sd: Annotated[float, Field(ge=0)]
-    transmission_in_vivo: dict[str, Positive]
-    transmission_ex_vivo: dict[str, Positive]
+    transmission_in_vivo: dict[str, Transmission]
+    transmission_ex_vivo: dict[str, Transmission]
     background_in_vivo: dict[str, Positive]
     background_ex_vivo: dict[str, Positive]
     background_cv: Annotated[float, Field(ge=0)]
