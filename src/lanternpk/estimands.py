@@ -210,9 +210,9 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities). Contrasts: first cell type over second for homing fractions and
     half-lives, with P(ratio > 1) (``None`` for a ratio the model fixes at 1), and the same
-    two fields (the prior's ratio of the two
-    estimands' prior draws as reference); a ratio is also marked barely informed when its
-    numerator or denominator is, since it then rests on a prior.
+    two fields (the prior's ratio of the two estimands' prior draws as reference); a ratio
+    is also marked barely informed when its numerator or denominator is, since it then
+    rests on a prior.
     """
     post = estimand_draws(posterior, design)
     pri = estimand_draws(prior, design) if prior is not None else {}
