@@ -161,6 +161,22 @@ def test_empty_parquet(tmp_path):
     assert problem_of(path).message.startswith("no data rows")
 
 
+def test_parquet_repeated_column_name(tmp_path):
+    """As for a CSV (pyarrow's read_table failed with a many-line schema dump)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(pd.read_csv(VALID), preserve_index=False)
+    table = table.append_column("flux", table.column("flux"))
+    path = tmp_path / "obs.parquet"
+    pq.write_table(table, path)
+    problem = problem_of(path)
+    assert (problem.row, problem.column) == (1, "flux")
+    assert problem.message.startswith(f"column name repeated (columns "
+                                      f"{table.column_names.index('flux') + 1}, "
+                                      f"{len(table.column_names)})")
+
+
 @pytest.mark.parametrize("column", ["time_h", "flux"])
 def test_parquet_number_column_of_a_time_type_is_refused(tmp_path, column):
     frame = pd.read_csv(VALID)
