@@ -466,9 +466,10 @@ def _open_run(run_dir: Path):
     return _Run(run_dir, idata, provenance, spec_path, data_path, spec, obs, data)
 
 
-def _animal_keys(obs: pd.DataFrame) -> np.ndarray:
-    """``study/animal`` per row, as :func:`lanternpk.model.prepare_data` keys animals."""
-    return (obs["study"].astype(str) + "/" + obs["animal"].astype(str)).to_numpy()
+def _row_animals(data) -> np.ndarray:
+    """The animal label of every row of a :class:`lanternpk.model.ModelData` (its
+    ``animals``, ``study/animal``), so that rows are grouped as the model groups them."""
+    return np.asarray(data.animals)[data.session_animal[data.row_session]]
 
 
 def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int | None,
@@ -482,7 +483,7 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
     from lanternpk.model import prepare_data
     from lanternpk.predictive import parameter_draws
 
-    keys = _animal_keys(run.obs)
+    keys = _row_animals(run.data)
     held = keys == animal
     obs_minus, obs_a = run.obs.loc[~held], run.obs.loc[held]
     calibration = run.provenance.get("calibration_file")
@@ -610,7 +611,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         n_chains = int(run.idata.posterior.sizes["chain"]) if draws is None else 1
         reff = relative_efficiency(log_lik, n_chains)
         loo = psis_loo(log_lik, reff=reff, labels=[str(i) for i in run.obs.index])
-        loao_cond = psis_loao(log_lik, _animal_keys(run.obs), reff=reff)
+        loao_cond = psis_loao(log_lik, _row_animals(run.data), reff=reff)
         full_params = parameter_draws(run.idata.posterior, run.spec, run.data,
                                       mode="same_animals", draws=draws)
         marginal, inner_k = marginal_animal_log_lik(full_params, run.spec, run.data,
