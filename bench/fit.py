@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -172,7 +172,7 @@ def main() -> None:
     numpyro = rows[0]
     ode_extrapolated = (ode_s * numpyro["gradient_evaluations_sampling"] * 2
                         if numpyro.get("gradient_evaluations_sampling") else None)
-    record = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(),
+    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                           "platform": platform.platform()},
               "versions": library_versions(), "draws": draws, "tune": tune, "chains": 4,
               "samplers": rows, "scaling": scaling, "cli_fit_s": cli_s,

@@ -8,6 +8,8 @@ singularities) are forced on purpose.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,3 +218,17 @@ def test_phi_gradient_is_exact_at_coincident_rates(rate):
     grads = pytensor.function([ap, bp], pytensor.grad(total, [ap, bp]))(a, a)
     for g in grads:
         np.testing.assert_allclose(g, expected, rtol=1e-10)
+
+
+def test_phi_rates_far_apart_neither_warn_nor_give_nan_gradients():
+    """|b − a| t beyond 1e103 (x³ of the unused series branch would overflow): NumPy gives
+    the exact value without a RuntimeWarning and JAX a finite gradient."""
+    a, b, t = np.array([1e-3, 1e-3]), np.array([1e300, 1e105]), np.array([2.0, 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = phi(a, b, t)
+    np.testing.assert_allclose(value, np.exp(-a * t) / (b - a), rtol=1e-14)
+    grads = jax.grad(lambda a, b: jnp.sum(phi(a, b, t, xp=jnp)), argnums=(0, 1))(
+        jnp.asarray(a), jnp.asarray(b))
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))
