@@ -253,7 +253,8 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
     Returns
     -------
     pymc.Model
-        With named dims ``cell_type``, ``organ``, ``animal``, ``image``, ``obs``.
+        With named dims ``cell_type``, ``organ``, ``animal``, ``image``, ``obs`` and, when
+        backgrounds are estimated, ``background_group`` (``"region/modality"``).
     """
     organs = spec.organs
     coords = {"cell_type": list(spec.cell_types), "organ": list(organs),
@@ -336,8 +337,9 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
         else:
             lod_half = np.array([np.median(np.exp(data.log_lod[data.background_group == g])) / 2
                                  for g in range(len(data.background_groups))])
+            model.add_coord("background_group", data.background_groups)
             log_bg = pm.Normal("log_background", mu=np.log(lod_half), sigma=1.0,
-                               shape=len(lod_half))
+                               dims="background_group")
             background = pt.exp(log_bg)[data.background_group]
         mu = pt.log(light + background)  # log expected flux, (obs,)
 

@@ -31,10 +31,16 @@ Flag rule
 LOO-PIT
     The same randomised PIT with the leave-one-out predictive CDF
     ``F_i^loo = Σ_s w_is Φ((log y_i − mu_is) / σ_s)``, where ``w_is`` are Pareto-smoothed
-    importance weights (``arviz.psislw``, ``r_eff`` = 1) from the pointwise log-likelihood
-    computed in JAX from the same draws (log density of log flux for a detected value,
-    ``log Φ`` for a censored one, as in the model). Uniformity is summarised by a
-    Kolmogorov–Smirnov test; rows with Pareto ``k > 0.7`` have unreliable LOO values.
+    importance weights (``arviz.psislw``) from the pointwise log-likelihood computed in JAX
+    from the same draws (log density of log flux for a detected value, ``log Φ`` for a
+    censored one, as in the model). PSIS is given the relative efficiency ``r_eff`` of the
+    draws estimated from the chains exactly as ``lanternpk compare`` does
+    (:func:`lanternpk.compare_stats.relative_efficiency`: the mean over rows of
+    ``ESS(p(y_i | θ)) / draws``); it sets how many of the largest weights the Pareto tail is
+    fitted to, ``min(S/5, 3 √(S / r_eff))``. Draws thinned by ``--draws`` no longer form
+    whole chains and, like those of a single chain, are taken as independent
+    (``r_eff`` = 1). Uniformity is summarised by a Kolmogorov–Smirnov test; rows with
+    Pareto ``k > 0.7`` have unreliable LOO values.
 
 Outputs in ``RUN_DIR/ppc/`` (each written atomically): ``posterior_predictive.nc`` (ArviZ:
 ``posterior_predictive`` flux and below_lod, ``log_likelihood``, ``observed_data``,
@@ -55,12 +61,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import positive_int, random_seed
-from lanternpk.compare_stats import MIN_PSIS_DRAWS
+from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency
 from lanternpk.errors import EXIT_OK, UsageError
 
 PPC_DIR = "ppc"
@@ -158,36 +165,51 @@ def predictive_count_outside(k: int, counts: np.ndarray, *,
                 or (np.sum(counts >= k) + 1) / draws < tail)
 
 
+class LooPit(NamedTuple):
+    """LOO-PIT values of :func:`loo_pit` and their PSIS diagnostics."""
+
+    pit: np.ndarray  # (n,) randomised LOO-PIT values
+    pareto_k: np.ndarray  # (n,) PSIS shape estimates (> 0.7: unreliable)
+    reff: float  # relative efficiency of the draws given to PSIS
+
+
 def loo_pit(log_lik: np.ndarray, cdf: np.ndarray, censored: np.ndarray, *,
-            rng: np.random.Generator | None = None, uniforms: np.ndarray | None = None,
-            reff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+            n_chains: int = 1, rng: np.random.Generator | None = None,
+            uniforms: np.ndarray | None = None) -> LooPit:
     """Randomised LOO-PIT with Pareto-smoothed importance weights.
 
     Parameters
     ----------
     log_lik : ndarray, shape (draws, n)
-        Pointwise log-likelihood of the observed data.
+        Pointwise log-likelihood of the observed data (nats), draws stacked chain-major
+        (chain 0's draws first).
     cdf : ndarray, shape (draws, n)
         Conditional CDF at the observed value (at the LOD for censored rows) per draw.
     censored : ndarray of bool, shape (n,)
         Left-censored rows.
+    n_chains : int
+        Number of equally long chains the draws are stacked from. PSIS's relative efficiency
+        is estimated from them as in ``lanternpk compare``
+        (:func:`~lanternpk.compare_stats.relative_efficiency`); 1 (one chain, or draws
+        that no longer form chains) gives ``r_eff`` = 1.
     rng, uniforms
         Randomisation for censored rows, as in :func:`randomized_pit`.
-    reff : float
-        Relative efficiency of the draws for PSIS.
 
     Returns
     -------
-    pit : ndarray, shape (n,)
-        ``Σ_s w_is cdf_is`` for detected rows, ``V_i Σ_s w_is cdf_is`` for censored rows.
-    pareto_k : ndarray, shape (n,)
-        PSIS shape estimates (``> 0.7``: unreliable).
+    LooPit
+        ``pit``: ``Σ_s w_is cdf_is`` for detected rows, ``V_i Σ_s w_is cdf_is`` for censored
+        rows; ``pareto_k``: PSIS shape estimates (``> 0.7``: unreliable); ``reff``: the
+        relative efficiency used.
     """
     import arviz as az
 
-    log_w, pareto_k = az.psislw(-np.asarray(log_lik, dtype=float).T.copy(), reff=reff)
+    log_lik = np.asarray(log_lik, dtype=float)
+    reff = relative_efficiency(log_lik, n_chains)
+    log_w, pareto_k = az.psislw(-log_lik.T.copy(), reff=reff)
     f_loo = np.sum(np.exp(log_w) * np.asarray(cdf, dtype=float).T, axis=-1)
-    return randomized_pit(f_loo, censored, rng, uniforms=uniforms), np.asarray(pareto_k)
+    return LooPit(randomized_pit(f_loo, censored, rng, uniforms=uniforms),
+                  np.asarray(pareto_k), reff)
 
 
 def coverage_table(obs: pd.DataFrame, censored: np.ndarray, pit: np.ndarray,
@@ -459,15 +481,16 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                                 draws=draws, seed=seed, device=dev)
     simulate_s = time.perf_counter() - simulate_start
     n_draws = pred.log_flux.shape[0]
-    n_chains = int(idata.posterior.sizes["chain"]) if draws is None else 1
-    if n_draws % n_chains:
-        n_chains = 1
+    # the chains survive, stacked chain-major, only when every draw is kept
+    chains, per_chain = (int(idata.posterior.sizes[d]) for d in ("chain", "draw"))
+    n_chains = chains if np.array_equal(pred.draw_index, np.arange(chains * per_chain)) else 1
     rng = np.random.default_rng(seed)
     uniforms = rng.uniform(size=data.censored.shape)
     pit = randomized_pit(pred.cdf.mean(axis=0), data.censored, uniforms=uniforms)
     coverage = coverage_table(obs, data.censored, pit, pred.below_lod)
-    loo, pareto_k = loo_pit(pred.log_lik, pred.cdf, data.censored, uniforms=uniforms)
-    loo_record = _loo_record(obs, data.censored, loo, pareto_k, pit, seed)
+    loo = loo_pit(pred.log_lik, pred.cdf, data.censored, n_chains=n_chains,
+                  uniforms=uniforms)
+    loo_record = _loo_record(obs, data.censored, loo, pit, seed, n_chains=n_chains)
 
     ppc_dir = run_dir / PPC_DIR
     ppc_dir.mkdir(exist_ok=True)
@@ -497,10 +520,11 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                      wall_s=time.perf_counter() - start)
 
 
-def _loo_record(obs: pd.DataFrame, censored: np.ndarray, loo: np.ndarray,
-                pareto_k: np.ndarray, pit: np.ndarray, seed: int) -> dict:
+def _loo_record(obs: pd.DataFrame, censored: np.ndarray, loo_result: LooPit,
+                pit: np.ndarray, seed: int, *, n_chains: int) -> dict:
     from scipy.stats import kstest
 
+    loo, pareto_k = loo_result.pit, loo_result.pareto_k
     ks = kstest(loo, "uniform")
     ks_in = kstest(pit, "uniform")
     rows = []
@@ -518,6 +542,7 @@ def _loo_record(obs: pd.DataFrame, censored: np.ndarray, loo: np.ndarray,
         "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
         "in_sample_ks_statistic": float(ks_in.statistic),
         "in_sample_ks_pvalue": float(ks_in.pvalue),
+        "r_eff": loo_result.reff, "chains": n_chains,
         "pareto_k_max": float(np.max(pareto_k)),
         "n_pareto_k_above_0.7": int(np.sum(pareto_k > PARETO_K_BAD)),
         "rows": rows,
@@ -536,7 +561,8 @@ def format_report(result: PpcResult) -> str:
              "interval; ~1% false alarms per test under the model.",
              f"LOO-PIT ({loo['n']} rows, {loo['n_censored']} censored, randomised): "
              f"KS D = {loo['ks_statistic']:.3f}, p = {loo['ks_pvalue']:.3g}; Pareto k > 0.7 "
-             f"for {loo['n_pareto_k_above_0.7']} rows (max {loo['pareto_k_max']:.2f}).",
+             f"for {loo['n_pareto_k_above_0.7']} rows (max {loo['pareto_k_max']:.2f}); "
+             f"PSIS r_eff {loo['r_eff']:.2f} from {loo['chains']} chain(s).",
              "",
              f"simulated {result.draws} draws on {result.device} in {result.simulate_s:.1f} s "
              f"(compile included); whole check {result.wall_s:.1f} s; wrote "

@@ -192,8 +192,10 @@ def parameter_draws(group, spec: ModelSpec, data: ModelData, *, mode: str = "sam
     Raises
     ------
     UsageError
-        A variable is missing, or (``same_animals``) the group's animals or images are not
-        those of ``data``.
+        A variable is missing, (``same_animals``) the group's animals or images are not
+        those of ``data``, or its estimated backgrounds are not those of ``data``'s region ×
+        modality groups (by label, or by number for runs without the ``background_group``
+        coordinate).
     """
     names = variable_names(spec, data, mode)
     missing = [n for n in names if n not in group]
@@ -205,6 +207,8 @@ def parameter_draws(group, spec: ModelSpec, data: ModelData, *, mode: str = "sam
     if mode != "new_animals":
         _check_coordinate(group["z_first_pass"], "animal", data.animals)
         _check_coordinate(group["z_gain"], "image", data.images)
+    if "log_background" in names:
+        _check_background_groups(group["log_background"], data.background_groups)
     out: dict[str, np.ndarray] = {"draw_index": index}
     for name in names:
         values = np.asarray(group[name].values, dtype=float)
@@ -218,9 +222,6 @@ def parameter_draws(group, spec: ModelSpec, data: ModelData, *, mode: str = "sam
             out["log_q"] = np.log(values)
         else:
             out["log_bg"] = values
-    if "log_bg" in out and out["log_bg"].shape[-1] != len(data.background_groups):
-        raise UsageError("the posterior's estimated backgrounds do not match the data's "
-                         f"region × modality groups {data.background_groups}")
     return out
 
 
@@ -231,6 +232,23 @@ def _check_coordinate(variable, dim: str, expected: list[str]) -> None:
     if found != list(expected):
         raise UsageError(f"the posterior's {dim}s ({len(found)}) are not those of the data "
                          f"({len(expected)}); 'same animals' needs the data the run was fit to")
+
+
+def _check_background_groups(variable, expected: list[str]) -> None:
+    """Refuse backgrounds estimated for other region × modality groups than the data's.
+
+    By label where the posterior has them (dim ``background_group``, runs fit since
+    2026-12-02), else by number.
+    """
+    dim = variable.dims[-1]
+    found = ([str(v) for v in variable.coords[dim].values] if dim == "background_group"
+             else None)
+    if found == list(expected) or (found is None and variable.shape[-1] == len(expected)):
+        return
+    what = found if found is not None else f"({variable.shape[-1]} of them, unlabelled)"
+    raise UsageError(f"the posterior's estimated backgrounds are for region × modality "
+                     f"groups {what}, not the data's {list(expected)}; was the run fit to "
+                     "these data?")
 
 
 # --- the simulator ----------------------------------------------------------------------------

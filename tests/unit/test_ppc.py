@@ -9,6 +9,9 @@ budgets below say how often a *correct* implementation would fail on fresh seeds
 - ``test_loo_pit_matches_the_analytic_leave_one_out_of_a_normal_model``: the PSIS estimate
   with 4000 exact posterior draws has Monte Carlo standard error < 0.006 per row here; the
   tolerance 0.03 is > 5 standard errors (< 1e-6 per row, < 1e-4 over the 25 rows).
+- ``test_loo_pit_uses_the_relative_efficiency_of_compare``: exact comparisons with arviz
+  (rtol 1e-12) on fixed-seed draws, no failure budget; its AR(1) chains (ρ = 0.9) have
+  r_eff ≈ (1 − ρ)/(1 + ρ) ≈ 0.05, far from the bound 0.5 it asserts.
 - The misspecified (power) checks fail only if a shift of one residual sd went undetected in
   2000 rows: probability < 1e-12.
 """
@@ -20,6 +23,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binom, kstest, norm
 
+from lanternpk.compare_stats import relative_efficiency
 from lanternpk.ppc import (
     binomial_outside,
     coverage_table,
@@ -194,10 +198,10 @@ def test_loo_pit_with_equal_log_likelihoods_is_the_mean_cdf():
     log_lik = np.tile(rng.normal(size=6), (400, 1))
     censored = np.array([False, False, False, True, True, False])
     v = np.linspace(0.1, 0.9, 6)
-    pit, k = loo_pit(log_lik, cdf, censored, uniforms=v)
+    pit, k, reff = loo_pit(log_lik, cdf, censored, uniforms=v)
     mean = cdf.mean(axis=0)
     np.testing.assert_allclose(pit, np.where(censored, v * mean, mean), rtol=1e-12)
-    assert k.shape == (6,)
+    assert k.shape == (6,) and reff == 1.0  # one chain
 
 
 def test_loo_pit_uses_importance_weights_proportional_to_the_inverse_likelihood():
@@ -208,7 +212,7 @@ def test_loo_pit_uses_importance_weights_proportional_to_the_inverse_likelihood(
     log_lik = np.where(odd, np.log(2.0), 0.0)[:, None] * np.ones((1, 3))
     cdf = np.stack([np.where(odd, 0.0, 1.0), np.where(odd, 1.0, 0.0),
                     np.where(odd, 0.8, 0.2)], axis=1)
-    pit, _ = loo_pit(log_lik, cdf, np.zeros(3, dtype=bool))
+    pit = loo_pit(log_lik, cdf, np.zeros(3, dtype=bool)).pit
     # weights 2/3 (even draws) and 1/3 (odd draws) in total
     np.testing.assert_allclose(pit, [2 / 3, 1 / 3, 2 / 3 * 0.2 + 1 / 3 * 0.8], rtol=1e-12)
 
@@ -225,7 +229,7 @@ def test_loo_pit_matches_the_analytic_leave_one_out_of_a_normal_model():
     theta = rng.normal(v * y.sum(), np.sqrt(v), s)
     log_lik = norm.logpdf(y[None, :] - theta[:, None])
     cdf = norm.cdf(y[None, :] - theta[:, None])
-    pit, k = loo_pit(log_lik, cdf, np.zeros(n, dtype=bool))
+    pit, k, _ = loo_pit(log_lik, cdf, np.zeros(n, dtype=bool))
     v_loo = 1.0 / (n - 1 + prior_precision)
     m_loo = v_loo * (y.sum() - y)
     exact = norm.cdf((y - m_loo) / np.sqrt(1.0 + v_loo))
@@ -234,6 +238,42 @@ def test_loo_pit_matches_the_analytic_leave_one_out_of_a_normal_model():
     # the in-sample PIT is pulled towards 1/2 relative to LOO
     in_sample = cdf.mean(axis=0)
     assert np.all(np.abs(in_sample - 0.5) <= np.abs(exact - 0.5) + 1e-9)
+
+
+def test_loo_pit_uses_the_relative_efficiency_of_compare():
+    """Four autocorrelated chains (AR(1), ρ = 0.9) of an exact normal posterior: LOO-PIT is
+    PSIS with compare's r_eff estimate, which (≈ 0.05 here) lengthens the Pareto tail fitted
+    from min(S/5, 3√S) = 134 to S/5 = 400 of the S = 2000 weights, so r_eff = 1 would give
+    other Pareto k. Budget: module docstring."""
+    import arviz as az
+
+    rng = np.random.default_rng(11)
+    n, chains, per_chain, rho = 8, 4, 500, 0.9
+    y = rng.normal(1.5, 1.0, n)
+    v = 1.0 / (n + 0.01)
+    z = np.empty((chains, per_chain))
+    z[:, 0] = rng.standard_normal(chains)
+    for t in range(1, per_chain):  # stationary Normal(0, 1) AR(1) chains
+        z[:, t] = rho * z[:, t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal(chains)
+    theta = (v * y.sum() + np.sqrt(v) * z).reshape(-1)  # chain-major, like the run's draws
+    log_lik = norm.logpdf(y[None, :] - theta[:, None])
+    cdf = norm.cdf(y[None, :] - theta[:, None])
+    censored = np.arange(n) % 3 == 0
+    u = np.linspace(0.05, 0.95, n)
+
+    result = loo_pit(log_lik, cdf, censored, n_chains=chains, uniforms=u)
+    reff = relative_efficiency(log_lik, chains)
+    assert result.reff == reff < 0.5
+    log_w, k = az.psislw(-log_lik.T.copy(), reff=reff)
+    f_loo = np.sum(np.exp(log_w) * cdf.T, axis=-1)
+    np.testing.assert_allclose(result.pit, np.where(censored, u * f_loo, f_loo), rtol=1e-12)
+    np.testing.assert_allclose(result.pareto_k, k, rtol=1e-12)
+    _, k_at_1 = az.psislw(-log_lik.T.copy(), reff=1.0)
+    assert np.max(np.abs(result.pareto_k - k_at_1)) > 1e-3  # the check above can tell
+    # one chain (or thinned draws): PSIS with r_eff = 1
+    single = loo_pit(log_lik, cdf, censored, uniforms=u)
+    assert single.reff == 1.0
+    np.testing.assert_allclose(single.pareto_k, k_at_1, rtol=1e-12)
 
 
 # --- figures ------------------------------------------------------------------------------
