@@ -47,6 +47,50 @@ def not_a_file(path: str | Path, what: str = "") -> str:
     return f"no such {what}file: {path}"
 
 
+def not_a_directory(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a directory, or ``None`` when nothing is in the way.
+
+    Something is in the way when ``path``, or the nearest existing path above it, is a file
+    (or anything else but a directory, e.g. a broken link): nothing can be created below it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Directory to write into or to create, as the user gave it (not resolved, so the
+        message names it as the user wrote it).
+
+    Returns
+    -------
+    str or None
+        E.g. ``"afile.txt is a file, not a directory"`` for ``afile.txt/run``.
+    """
+    path = Path(path)
+    try:
+        for existing in (path, *path.parents):
+            if existing.exists() or existing.is_symlink():
+                if existing.is_dir():
+                    return None
+                if existing.is_file():
+                    return f"{existing} is a file, not a directory"
+                return f"{existing} is not a directory"  # a broken link, a device, a FIFO
+    except OSError:  # e.g. a directory that may not be searched: left to the write to report
+        return None
+    return None
+
+
+def output_path(text: str) -> Path:
+    """A file or directory to write: nothing above it may be a file (``--out``).
+
+    Only the directories above it are checked here; whether the path itself may be replaced
+    is for the command to decide.
+    """
+    path = Path(text)
+    reason = not_a_directory(path.parent)
+    if reason is not None:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {reason}")
+    return path
+
+
 def existing_file(text: str) -> Path:
     """A path to an existing regular file."""
     path = Path(text)

@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lanternpk import __version__
-from lanternpk.argtypes import existing_file, non_negative_int, positive_int, random_seed
+from lanternpk.argtypes import (
+    existing_file,
+    non_negative_int,
+    output_path,
+    positive_int,
+    random_seed,
+)
 from lanternpk.errors import (
     EXIT_DIAGNOSTICS,
     EXIT_OK,
@@ -48,7 +54,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_livingimage(args: argparse.Namespace) -> int:
-    from lanternpk.data.livingimage import import_livingimage
+    from lanternpk.data.livingimage import import_livingimage, output_format
     from lanternpk.io import write_table_atomic
 
     out = Path(args.out)
@@ -57,6 +63,7 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
         raise UsageError(f"refusing to write {out}: it is one of the input files")
     if out.is_dir():
         raise UsageError(f"refusing to write {out}: it is a directory, not a file")
+    output_format(out)  # refuse an unsupported suffix before reading any input
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     model = None
@@ -149,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("exports", nargs="+", type=existing_file, help="ROI measurement exports")
     p.add_argument("--map", required=True, type=existing_file, help="mapping TOML")
-    p.add_argument("--out", required=True, type=Path, help="observations file to write")
+    p.add_argument("--out", required=True, type=output_path,
+                   help="observations file to write: .csv (CSV) or .parquet/.pq (Parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--model", type=existing_file,
                    help="model spec TOML: also check the mapping's regions and cell types")
@@ -160,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("truth", type=existing_file, help="truth TOML (see data/truths/)")
     p.add_argument("--seed", type=random_seed, required=True, help="random seed")
-    p.add_argument("--out", type=Path, required=True, help="directory to write the study into")
+    p.add_argument("--out", type=output_path, required=True,
+                   help="directory to write the study into")
     p.set_defaults(handler=_cmd_simulate)
 
     p = commands.add_parser(
@@ -170,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", type=existing_file, help="observations, CSV or Parquet")
     p.add_argument("--model", required=True, type=existing_file, help="model spec TOML")
-    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--out", required=True, type=output_path, help="run directory to write")
     p.add_argument("--calibration", type=existing_file, help="standard curve, CSV or Parquet")
     p.add_argument("--sampler", default="numpyro",
                    choices=["numpyro", "nutpie", "pymc", "blackjax"],
@@ -208,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", type=Path, default=Path("."),
         help="lanternpk checkout holding data/ and models/ (default: current directory)",
     )
-    p.add_argument("--out", type=Path, default=Path("reports/demo"),
+    p.add_argument("--out", type=output_path, default=Path("reports/demo"),
                    help="where to write the demo run and summary (default: reports/demo)")
     p.set_defaults(handler=_cmd_demo)
 

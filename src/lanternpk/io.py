@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lanternpk.argtypes import not_a_directory
 from lanternpk.errors import UsageError
 
 
@@ -32,7 +33,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as err:  # name the user's path, not the temporary file's
-        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
+        raise UsageError(f"cannot write {target}: {_reason(target, err)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -41,6 +42,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _reason(target: Path, err: OSError) -> str:
+    """Why ``target`` could not be created: a file above it by name, else the OS's words."""
+    return not_a_directory(target.parent) or err.strerror or str(err)
 
 
 def _umask() -> int:
@@ -60,7 +66,7 @@ def staging_directory(target: str | os.PathLike) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as err:  # name the user's path, not the staging directory's
-        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
+        raise UsageError(f"cannot write {target}: {_reason(target, err)}") from None
     staging.chmod(0o777 & ~_umask())
     return staging
 
@@ -71,14 +77,19 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+#: File suffixes (matched ignoring case) of Parquet tables, read and written as Parquet;
+#: any other table file is CSV.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write a table as CSV (or Parquet when ``target`` ends in ``.parquet``), atomically.
+    """Write a table as CSV (Parquet for a :data:`PARQUET_SUFFIXES` name), atomically.
 
     The index is not written: canonical tables carry source row numbers there, which are
     meaningless in the new file.
     """
     writer: Callable[[Path], None]
-    if str(target).endswith(".parquet"):
+    if Path(target).suffix.lower() in PARQUET_SUFFIXES:
         def writer(p: Path) -> None:
             table.to_parquet(p, index=False)
     else:
@@ -130,6 +141,7 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
                              f"it holds {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
                              ", which replacing it would delete; move them or choose another "
                              "--out")
+    check_writable(target.parent, what=f"write {target}")  # a file above it, named as given
     check_writable(resolved.parent, what=f"write {target}")  # where it is renamed into place
 
 
@@ -139,8 +151,13 @@ def check_writable(directory: str | os.PathLike, *, what: str) -> None:
     Raises
     ------
     UsageError
-        ``cannot {what}: … is not a writable directory``.
+        ``cannot {what}: F is a file, not a directory`` when ``directory``, or the nearest
+        existing path above it, is the file ``F`` (named as given, not resolved);
+        ``cannot {what}: … is not a writable directory`` when it may not be written.
     """
+    reason = not_a_directory(directory)
+    if reason is not None:
+        raise UsageError(f"cannot {what}: {reason}")
     resolved = Path(directory).resolve()
     existing = next(p for p in (resolved, *resolved.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

@@ -57,7 +57,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
-from lanternpk.argtypes import non_negative_int, not_a_file, positive_int, random_seed
+from lanternpk.argtypes import (
+    non_negative_int,
+    not_a_file,
+    output_path,
+    positive_int,
+    random_seed,
+)
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
@@ -926,7 +932,7 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    help="address of an existing Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="local cluster worker processes, one thread each (default: CPUs)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+    p.add_argument("--out", type=output_path, default=DEFAULT_OUT,
                    help=f"campaign directory (default: {DEFAULT_OUT})")
     p.add_argument("--seed", type=random_seed, default=SbcSettings.seed,
                    help="campaign seed; the prior draws, each fit and the tests derive "

@@ -110,7 +110,7 @@ from pydantic import (
 )
 
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import parse_toml, with_lines
+from lanternpk.tomlfile import parse_toml, plain_message, with_lines
 
 __all__ = [
     "FLOW_KINDS",
@@ -715,20 +715,6 @@ class _SpecIssues(ValueError):
         super().__init__("; ".join(f"{path}: {message}" for path, _, message in issues))
 
 
-_MESSAGES = {
-    "missing": "required key is missing",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-    "dict_type": "must be a table",
-    "tuple_type": "must be an array",
-    "list_type": "must be an array",
-    "string_type": "must be a string",
-    "float_type": "must be a number",
-    "finite_number": "must be a finite number",
-    "string_too_short": "must not be empty",
-}
-
-
 def _problems(exc: ValidationError, file: str) -> list[Problem]:
     errors = exc.errors()
     # A misspelt key shows up twice: as an unknown key and as a missing one. Keep the first,
@@ -773,12 +759,8 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
             options = [str(o) for o in get_args(_unwrap(target))]
             message = "must be " + " or ".join(repr(o) for o in options)
             message += did_you_mean(str(value), options)
-        elif kind in _MESSAGES:
-            message = _MESSAGES[kind]
-            if kind == "float_type" and isinstance(value, str):
-                message += " (write it without quotes)"
         else:
-            message = re.sub(r"^(Input should be|Value error,)\s*", "must be ", err["msg"])
+            message = plain_message(err)
             if kind == "less_than_equal" and loc[-1] == "sigma":
                 message += (" (the sd of a log: 10 is already a 90% prior range of a factor "
                             "1.4e7 either way, and prior draws beyond it overflow)")

@@ -130,6 +130,40 @@ def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(current.model_fields) if current is not None else []
 
 
+#: pydantic error types → the wording every TOML file's problems use (the dotted key and
+#: the value are named beside it).
+PLAIN_MESSAGES = {
+    "missing": "required key is missing",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "dict_type": "must be a table",
+    "tuple_type": "must be an array",
+    "list_type": "must be an array",
+    "string_type": "must be a string",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_too_short": "must not be empty",
+}
+
+
+def plain_message(item: dict) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) in plain words.
+
+    The types of :data:`PLAIN_MESSAGES` get their fixed wording ("must be a number", with a
+    hint when the number was quoted); pydantic's "Input should be …" reads "must be …", and a
+    validator's own message loses pydantic's "Value error, " prefix.
+    """
+    kind, message = item["type"], item["msg"]
+    if kind in PLAIN_MESSAGES:
+        message = PLAIN_MESSAGES[kind]
+        if kind == "float_type" and isinstance(item.get("input"), str):
+            message += " (write it without quotes)"
+        return message
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    return re.sub(r"^Input should be\s*", "must be ", message)
+
+
 def problems_from_validation(
     error: ValidationError, *, file: str, model: type[BaseModel]
 ) -> list[Problem]:
@@ -138,7 +172,7 @@ def problems_from_validation(
     for item in error.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
-        message = item["msg"]
+        message = plain_message(item)
         value = item.get("input")
         if item["type"] == "extra_forbidden":
             hint = difflib.get_close_matches(str(loc[-1]), _allowed_fields(model, loc), n=1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import pytest
 
 from lanternpk.cli import main
@@ -69,3 +72,34 @@ def test_sbc_limits_are_checked_before_any_fit(root, monkeypatch, tmp_path, caps
                "--quiet", option, value])
     assert rc == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "sbc").exists()
+
+
+def test_not_a_directory_names_the_nearest_existing_path_that_is_no_directory(tmp_path,
+                                                                              monkeypatch):
+    from lanternpk.argtypes import not_a_directory
+
+    monkeypatch.chdir(tmp_path)
+    Path("afile.txt").write_text("x")
+    Path("adir").mkdir()
+    Path("broken").symlink_to("no_such_target")
+    assert not_a_directory("adir") is None
+    assert not_a_directory("adir/new/deeper") is None
+    assert not_a_directory("new") is None
+    assert not_a_directory("afile.txt") == "afile.txt is a file, not a directory"
+    assert not_a_directory("afile.txt/a/b") == "afile.txt is a file, not a directory"
+    assert not_a_directory(tmp_path / "afile.txt" / "a") == \
+        f"{tmp_path / 'afile.txt'} is a file, not a directory"
+    assert not_a_directory("broken/run") == "broken is not a directory"
+
+
+def test_output_path_checks_only_what_is_above_it(tmp_path, monkeypatch):
+    from lanternpk.argtypes import output_path
+
+    monkeypatch.chdir(tmp_path)
+    Path("afile.txt").write_text("x")
+    assert output_path("afile.txt") == Path("afile.txt")  # replacing it is the command's call
+    assert output_path("new/run") == Path("new/run")
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"^cannot write afile\.txt/x\.csv: afile\.txt is a file, not a "
+                             r"directory$"):
+        output_path("afile.txt/x.csv")

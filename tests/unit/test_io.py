@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,24 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_file_above_the_target_is_named_as_given(tmp_path, monkeypatch):
+    from lanternpk.errors import UsageError
+    from lanternpk.io import check_replaceable_directory, check_writable
+
+    monkeypatch.chdir(tmp_path)
+    Path("afile.txt").write_text("mine")
+    for write, target in ((lambda t: atomic_path(t).__enter__(), "afile.txt/x.csv"),
+                          (staging_directory, "afile.txt/run"),
+                          (lambda t: check_replaceable_directory(t, marker="posterior.nc",
+                                                                 overwrite=False),
+                           "afile.txt/a/run")):
+        with pytest.raises(UsageError) as info:
+            write(Path(target))
+        assert str(info.value) == f"cannot write {target}: afile.txt is a file, not a directory"
+    with pytest.raises(UsageError) as info:
+        check_writable("afile.txt/report", what="write a report into afile.txt/report")
+    assert str(info.value) == ("cannot write a report into afile.txt/report: afile.txt is a "
+                               "file, not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt"]

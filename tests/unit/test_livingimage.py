@@ -9,6 +9,7 @@ import pytest
 
 from lanternpk.cli import main
 from lanternpk.data.livingimage import import_livingimage
+from lanternpk.data.load import load_observations
 from lanternpk.data.schema import OBSERVATION_COLUMNS
 from lanternpk.errors import DataError
 from lanternpk.spec import load_spec
@@ -216,6 +217,25 @@ def test_image_without_background_roi(tmp_path: Path) -> None:
     assert "value 'IMG0002'" in problem and "no background ROI" in problem
 
 
+@pytest.mark.parametrize(("old", "new", "column", "value"), [
+    ("7.800E+02,1.830E+03,1.000E+00", "7.800E+02,1.830E+03,0", "Area [cm²]", "0"),
+    ("IMG0001,BKG 1,Overlay,1.508E+04", "IMG0001,BKG 1,Overlay,n/a", "Total Flux [p/s]", "n/a"),
+])
+def test_an_invalid_background_row_is_one_problem_not_also_a_missing_one(
+        tmp_path: Path, old: str, new: str, column: str, value: str) -> None:
+    """The refused background ROI row was also reported as 'image has no background ROI'."""
+    export = _export(tmp_path, old, new)
+    assert _problems([export], MAP) == [
+        f"{export}, row 5, column '{column}', value '{value}': "
+        + ("must be > 0" if value == "0" else "not a number (expected e.g. 1.23E+05)")]
+    # An image that truly lacks one is still named, beside the invalid row of the other.
+    text = "".join(line for line in export.read_text(encoding="utf-8").splitlines(True)
+                   if not line.startswith("IMG0002,BKG 1"))
+    problems = _problems([_write(export, text)], MAP)
+    assert len(problems) == 2 and "row 5" in problems[0]
+    assert "value 'IMG0002'" in problems[1] and "no background ROI" in problems[1]
+
+
 def test_duplicate_rows_and_duplicate_measurements(tmp_path: Path) -> None:
     problems = _problems([REFERENCE, FIXTURES / "split_a.csv"], MAP)
     assert len(problems) == 4 and all("appears twice" in p for p in problems)
@@ -247,7 +267,7 @@ def test_image_fields_may_come_from_defaults_or_the_image(tmp_path: Path) -> Non
      "give 'background_rois'"),
     ('animal = "m02"', 'animal = "m01"', "one animal has one cell_type"),
     ('"ROI 1" = "lung"', '"ROI 1" = "Lung"', "key 'rois.\"ROI 1\"'"),
-    ("dose_cells = 5e4", 'dose_cells = "5e4"', "Input should be a valid number"),
+    ("dose_cells = 5e4", 'dose_cells = "5e4"', "must be a number (write it without quotes)"),
     ("[rois]", "[rois", "not a valid UTF-8 TOML file"),
     ('cell_type = "muse"', 'cell_type = "muse"\nspecies = "mouse"',
      "'species' is given for some images but not for 'IMG0002'"),
@@ -256,6 +276,22 @@ def test_image_fields_may_come_from_defaults_or_the_image(tmp_path: Path) -> Non
 def test_invalid_mappings(tmp_path: Path, old: str, new: str, expected: str) -> None:
     problems = _problems([REFERENCE], _mapping(tmp_path, old, new))
     assert any(expected in p for p in problems), problems
+
+
+def test_a_background_roi_mapped_as_an_organ_is_reported_once(tmp_path: Path) -> None:
+    """A global [rois] entry was reported once per image, as identical lines."""
+    mapping = _mapping(tmp_path, '"ROI 1" = "lung"', '"ROI 1" = "lung"\n"BKG 1" = "lung"')
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 18, key 'rois.\"BKG 1\"': ROI is both an organ ROI and in "
+        "lod.background_rois; keep it in one of them"]
+    # Per-image entries are distinct keys (and lines), one problem each.
+    text = mapping.read_text(encoding="utf-8").replace('\n"BKG 1" = "lung"', "")
+    for image in ("IMG0001", "IMG0002"):
+        text = text.replace(f'[images."{image}"]',
+                            f'[images."{image}".rois]\n"BKG 1" = "femur"\n[images."{image}"]')
+    problems = _problems([REFERENCE], _write(mapping, text))
+    assert [p.split(": ")[0].split("key ")[1] for p in problems] == [
+        "'images.IMG0001.rois.\"BKG 1\"'", "'images.IMG0002.rois.\"BKG 1\"'"]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -269,6 +305,35 @@ def test_cli_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     back = pd.read_csv(out, dtype=DTYPES)
     expected = import_livingimage([REFERENCE], mapping=MAP).reset_index(drop=True)
     pd.testing.assert_frame_equal(back, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["obs.parquet", "obs.pq", "OBS.PARQUET", "OBS.CSV"])
+def test_cli_writes_the_format_its_suffix_names(tmp_path: Path, name: str) -> None:
+    """What it writes, load reads back as the same table (.PARQUET was written as CSV)."""
+    out = tmp_path / name
+    assert main(["import-livingimage", str(REFERENCE), "--map", str(MAP), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"PAR1") == ("csv" not in name.lower())
+    got = load_observations(out)
+    expected = import_livingimage([REFERENCE], mapping=MAP)
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("obs.xlsx", "'.xlsx' is not a supported output format"),
+    ("obs.txt", "'.txt' is not a supported output format"),
+    ("obs", "it has no suffix"),
+])
+def test_cli_refuses_an_unsupported_out_suffix_before_reading_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, why: str) -> None:
+    """'--out obs.xlsx' wrote CSV text into a file named .xlsx."""
+    mapping = _mapping(tmp_path, "[rois]", "[rois")  # invalid: it must not even be read
+    out = tmp_path / name
+    assert main(["import-livingimage", str(REFERENCE), "--map", str(mapping),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lanternpk import-livingimage: error: cannot write {out}: {why}; give a "
+                   "file name ending in .csv (CSV), .parquet or .pq (Parquet)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.toml"]
 
 
 @pytest.mark.parametrize(("export_edit", "map_edit", "message"), [

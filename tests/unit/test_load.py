@@ -127,6 +127,33 @@ def test_not_utf8_names_the_row(tmp_path):
     assert "not UTF-8" in problem.message
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+                                   "utf-32-be"])
+def test_utf16_or_utf32_text_is_named_with_or_without_a_byte_order_mark(tmp_path, codec):
+    """Excel's "Unicode text" is UTF-16 with a mark; the '-le'/'-be' codecs write none."""
+    text = "study,animal,flux\nS1,M1,4e+06\nS1,Mü,5e+06\n"
+    problem = problem_of(write(tmp_path, text.encode(codec)))
+    width = codec[:6].upper()
+    assert problem.message == (f"this is {width} encoded text, not UTF-8; save the file as "
+                               "UTF-8 ('CSV UTF-8' in Excel)")
+    assert problem.row is None
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff\xfe" + b"\x00\xdc" * 8,  # a UTF-16 mark, then lone surrogates
+    b"a\x00b\x00" + b"\x00\x00" * 8,  # NULs in every byte lane
+    bytes(range(256)) * 4,
+])
+def test_binary_content_with_nul_bytes_is_not_taken_for_utf16(tmp_path, content):
+    problem = problem_of(write(tmp_path, content))
+    assert problem.message.startswith("binary content, not text; expected a CSV table")
+
+
+def test_utf8_with_a_byte_order_mark_is_read(tmp_path):
+    raw = read_table(write(tmp_path, "a,b\n1,2\n".encode("utf-8-sig")))
+    assert list(raw.columns) == ["a", "b"] and raw.at[2, "a"] == "1"
+
+
 def test_missing_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         read_table(tmp_path / "nope.csv")

@@ -155,13 +155,56 @@ def test_simulate_overwrites_only_its_own_earlier_study(root, tmp_path, capsys):
     assert main(["simulate", truth, "--seed", "2", "--out", str(fresh)]) == 0  # regenerate
 
 
-def test_a_write_failure_is_one_line_not_a_traceback(root, tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    rc = main(["sbc", str(root / SPEC), "--truth-design", str(root / "data/designs/sbc_small.toml"),
-               "--n", "1", "--out", str(blocker / "sbc"), "--quiet"])
+@pytest.mark.parametrize("command", [
+    ["fit", DATA, "--model", SPEC, "--quiet"],
+    ["simulate", "data/truths/als_mouse.toml", "--seed", "1"],
+    ["import-livingimage", "tests/fixtures/livingimage/comma_utf8.csv",
+     "--map", "tests/fixtures/livingimage/map.toml"],
+    ["report", "no_such_run"],
+    ["sbc", SPEC, "--truth-design", "data/designs/sbc_small.toml", "--n", "1", "--quiet"],
+    ["demo"],
+])
+@pytest.mark.parametrize("below", ["out.csv", "run", "a/b/run"])
+def test_a_file_above_out_is_named_when_the_command_line_is_read(root, tmp_path, monkeypatch,
+                                                                 capsys, command, below):
+    """`--out afile.txt/x` names afile.txt (exit 2) before anything is read or compiled."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile.txt").write_text("mine")
+    command = [str(root / a) if "/" in a else a for a in command]
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--out", f"afile.txt/{below}"])
     err = capsys.readouterr().err
-    assert rc == EXIT_USAGE and "lanternpk sbc: error:" in err and "Traceback" not in err
+    assert exit_.value.code == EXIT_USAGE and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"lanternpk {command[0]}: error: argument --out: cannot "
+                                    f"write afile.txt/{below}: afile.txt is a file, not a "
+                                    "directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt"]
+    assert (tmp_path / "afile.txt").read_text() == "mine"
+
+
+def test_report_refuses_a_file_as_out_before_loading_any_run(tmp_path, monkeypatch, capsys):
+    """Checked first: a run would otherwise be loaded and its figures drawn (~20 s) in vain."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile.txt").write_text("mine")
+    assert main(["report", "no_such_run", "--out", "afile.txt"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("lanternpk report: error: refusing to write a report into "
+                                    "afile.txt: it is not a directory")
+    assert (tmp_path / "afile.txt").read_text() == "mine"
+
+
+def test_a_file_above_a_run_is_named_by_the_library_too(root, tmp_path):
+    """Callers of :func:`lanternpk.fit.fit` (compare, demo) get the same reason."""
+    from lanternpk.fit import fit
+    from lanternpk.inference import SamplerSettings
+
+    (tmp_path / "afile.txt").write_text("mine")
+    out = tmp_path / "afile.txt" / "run"
+    with pytest.raises(UsageError) as info:
+        fit(root / DATA, root / SPEC, out, calibration_path=None, settings=SamplerSettings(),
+            command=[])
+    assert str(info.value) == f"cannot write {out}: {tmp_path / 'afile.txt'} is a file, not a " \
+                              "directory"
 
 
 @pytest.mark.parametrize(("text", "reason"), [("{broken", "is not an SBC campaign record"),

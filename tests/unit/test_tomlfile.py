@@ -11,7 +11,7 @@ from lanternpk.data.livingimage import load_mapping
 from lanternpk.data.simulate import load_truth
 from lanternpk.errors import DataError
 from lanternpk.spec import load_spec
-from lanternpk.tomlfile import key_lines, line_of, parse_toml, path_parts
+from lanternpk.tomlfile import key_lines, line_of, parse_toml, path_parts, plain_message
 
 TEXT = '''# comment
 [model]
@@ -99,3 +99,17 @@ def test_parse_toml_names_the_file_on_a_syntax_error():
         parse_toml("x = [", file="f.toml")
     (problem,) = info.value.problems
     assert problem.file == "f.toml" and problem.message.startswith("not valid TOML: ")
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ({"type": "float_type", "msg": "Input should be a valid number", "input": "5e4"},
+     "must be a number (write it without quotes)"),
+    ({"type": "missing", "msg": "Field required"}, "required key is missing"),
+    ({"type": "greater_than_equal", "msg": "Input should be greater than or equal to 0"},
+     "must be greater than or equal to 0"),
+    ({"type": "value_error", "msg": "Value error, 'k_sd' needs 'background_rois'"},
+     "'k_sd' needs 'background_rois'"),
+])
+def test_pydantic_errors_read_in_plain_words(item, expected):
+    """Spec, truth, design and mapping problems share one wording (tomlfile.plain_message)."""
+    assert plain_message(item) == expected

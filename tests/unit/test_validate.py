@@ -432,6 +432,23 @@ def test_cli_file_that_is_not_a_table(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_cli_names_utf16_and_accepts_utf8_with_a_byte_order_mark(tmp_path, capsys):
+    text = VALID.read_text(encoding="utf-8")
+    path = tmp_path / "obs.csv"
+    path.write_bytes(text.encode("utf-16"))  # Excel's "Unicode text"
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {path}: this is UTF-16 encoded text, not UTF-8; save the file as UTF-8 "
+        "('CSV UTF-8' in Excel)",
+        "lanternpk validate: 1 problem(s) found",
+    ]
+    path.write_bytes(text.encode("utf-8-sig"))
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_missing_file_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", str(tmp_path / "nope.csv")])

@@ -89,13 +89,14 @@ from lanternpk.data.schema import (
     OPTIONAL_OBSERVATION_COLUMNS,
 )
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import parse_toml, with_lines
+from lanternpk.io import PARQUET_SUFFIXES
+from lanternpk.tomlfile import parse_toml, plain_message, with_lines
 
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
 
-__all__ = ["LivingImageMapping", "import_livingimage", "load_mapping", "mapping_vs_spec",
-           "parse_mapping"]
+__all__ = ["OUTPUT_FORMATS", "LivingImageMapping", "import_livingimage", "load_mapping",
+           "mapping_vs_spec", "output_format", "parse_mapping"]
 
 # --------------------------------------------------------------------------- mapping schema
 
@@ -204,7 +205,7 @@ def _pydantic_problem(file: str, err: dict) -> Problem:
     elif kind == "string_pattern_mismatch":
         message = "a region name is snake_case (a-z, 0-9, _), e.g. 'spinal_cord'"
     else:
-        message = re.sub(r"^Value error, ", "", err["msg"])
+        message = plain_message(err)
         if loc and loc[-1] == "[key]":
             message = f"invalid key: {message}"
     return Problem(file, message, key=_key_path(loc) or None, value=value)
@@ -271,12 +272,15 @@ def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str
             problems.append(Problem(file, f"'{name}' is given for some images but not for "
                                     f"'{missing}'; give it for every image (e.g. in [defaults]) "
                                     "or for none", key=_key_path(["images", missing])))
+    both: set[str] = set()  # a global [rois] entry is named once, not once per image
     for key, img in images.items():
         for roi in sorted(background & set(img.rois)):
             own = roi in mapping.images[key].rois
-            where = ["images", key, "rois", roi] if own else ["rois", roi]
-            problems.append(Problem(file, "ROI is both an organ ROI and in lod.background_rois; "
-                                    "keep it in one of them", key=_key_path(where)))
+            where = _key_path(["images", key, "rois", roi] if own else ["rois", roi])
+            if where not in both:
+                both.add(where)
+                problems.append(Problem(file, "ROI is both an organ ROI and in "
+                                        "lod.background_rois; keep it in one of them", key=where))
     seen: dict[tuple, tuple[str, dict]] = {}
     for key, img in images.items():
         animal = (img.fields.get("study"), img.fields.get("animal"))
@@ -386,19 +390,24 @@ def _parse_number(text: str, *, decimal_comma: bool) -> float | None:
     return float(text.replace(",", "."))
 
 
-def _read_export(path: Path, *, rule: bool) -> tuple[list[_Row], list[Problem]]:
-    """Parse one export into rows; the rule needs radiance, its SD and area as well as flux."""
+def _read_export(path: Path, *, rule: bool
+                 ) -> tuple[list[_Row], list[Problem], set[tuple[str, str]]]:
+    """Parse one export into rows; the rule needs radiance, its SD and area as well as flux.
+
+    Returns the valid rows, the problems, and the ``(image, ROI)`` names of the rows refused
+    for a problem of their own (so that the caller does not report their absence again).
+    """
     file = str(path)
     try:
         text = _decode(Path(path).read_bytes())
     except OSError as err:
-        return [], [Problem(file, f"cannot read the export: {err.strerror}")]
+        return [], [Problem(file, f"cannot read the export: {err.strerror}")], set()
     lines = text.splitlines() if text is not None else []
     found = _find_header(lines) if text is not None else None
     if found is None:
         return [], [Problem(file, "not a Living Image ROI measurement export: no header line "
                             "with 'Image Number', 'ROI' and 'Total Flux [p/s]' found (export the "
-                            "ROI measurements from Living Image as .csv or .txt)")]
+                            "ROI measurements from Living Image as .csv or .txt)")], set()
     header_index, delimiter = found
     headers = _split(lines[header_index], delimiter)
     header_line = header_index + 1
@@ -426,10 +435,11 @@ def _read_export(path: Path, *, rule: bool) -> tuple[list[_Row], list[Problem]]:
             problems.append(Problem(file, f"missing column {_DISPLAY[meaning]!r}{why}{hint}",
                                     row=header_line, column=_DISPLAY[meaning]))
     if problems:
-        return [], problems
+        return [], problems, set()
 
     names = {meaning: headers[i] for meaning, i in columns.items()}
     rows: list[_Row] = []
+    refused: set[tuple[str, str]] = set()
     for offset, line in enumerate(lines[header_index + 1:]):
         line_no = header_line + 1 + offset
         try:
@@ -478,10 +488,12 @@ def _read_export(path: Path, *, rule: bool) -> tuple[list[_Row], list[Problem]]:
         if not row_problems:
             rows.append(_Row(file, line_no, names, text_values["image"], text_values["roi"],
                              values))
+        elif text_values["image"] and text_values["roi"]:
+            refused.add((text_values["image"], text_values["roi"]))
     if not rows and not problems:
         problems.append(Problem(file, "the export has a header but no measurements",
                                 row=header_line))
-    return rows, problems
+    return rows, problems, refused
 
 
 # --------------------------------------------------------------------------- assembly
@@ -609,10 +621,12 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
         problems += [p for p in _unused_fixed(map_file, spec, images) if p.key not in named]
     rule = spec is not None and spec.lod.background_rois is not None
     rows: list[_Row] = []
+    refused: set[tuple[str, str]] = set()  # (image, ROI) of rows already reported as invalid
     for path in exports:
-        file_rows, file_problems = _read_export(Path(path), rule=rule)
+        file_rows, file_problems, file_refused = _read_export(Path(path), rule=rule)
         rows += file_rows
         problems += file_problems
+        refused |= file_refused
     if spec is None:
         raise DataError(problems)
 
@@ -663,6 +677,8 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
                 except OverflowError:
                     stats[row.image], overflow = None, True
                 if not bkg_rows:
+                    if any((row.image, roi) in refused for roi in background_rois):
+                        continue  # its background ROI row is invalid, and reported as such
                     problems.append(Problem(row.file, "image has no background ROI (one of "
                                             f"{sorted(background_rois)}), needed for its LOD",
                                             row=row.line, column=row.columns["image"],
@@ -737,3 +753,43 @@ def _table(records: list[tuple[dict[str, object], _Row]]) -> pd.DataFrame:
                               kind="mergesort", ignore_index=True)
     table.index = pd.RangeIndex(FIRST_DATA_ROW, FIRST_DATA_ROW + len(table), name=INDEX_NAME)
     return table
+
+
+# --------------------------------------------------------------------------- output
+
+#: Output file suffix (matched ignoring case) -> table format, as
+#: :func:`lanternpk.io.write_table_atomic` writes and :func:`lanternpk.data.load.read_table`
+#: reads them: Parquet for the Parquet suffixes, CSV for ``.csv`` (the only honest name
+#: for it).
+OUTPUT_FORMATS: dict[str, Literal["csv", "parquet"]] = {
+    ".csv": "csv", **dict.fromkeys(PARQUET_SUFFIXES, "parquet"),
+}
+
+
+def output_format(path: str | Path) -> Literal["csv", "parquet"]:
+    """The table format an output path asks for, by its suffix (see ``OUTPUT_FORMATS``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The observations file to be written.
+
+    Returns
+    -------
+    {"csv", "parquet"}
+        The format to write.
+
+    Raises
+    ------
+    UsageError
+        The suffix is not one of ``OUTPUT_FORMATS`` (e.g. ``.xlsx``, ``.txt``, or none); the
+        message names the path and the supported suffixes.
+    """
+    suffix = Path(path).suffix
+    found = OUTPUT_FORMATS.get(suffix.lower())
+    if found is None:
+        what = f"'{suffix}' is not a supported output format" if suffix else "it has no suffix"
+        parquet = " or ".join(s for s, f in OUTPUT_FORMATS.items() if f == "parquet")
+        raise UsageError(f"cannot write {path}: {what}; give a file name ending in .csv "
+                         f"(CSV), {parquet} (Parquet)")
+    return found

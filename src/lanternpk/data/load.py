@@ -8,6 +8,7 @@ a pandas or pyarrow exception.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -20,8 +21,7 @@ import pandas as pd
 from lanternpk.argtypes import not_a_file
 from lanternpk.data import schema
 from lanternpk.errors import DataError, Problem, UsageError
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
+from lanternpk.io import PARQUET_SUFFIXES
 
 #: File signatures of things that are often given by mistake instead of a CSV table.
 _SIGNATURES = {
@@ -33,6 +33,14 @@ _SIGNATURES = {
     b"II*\x00": "a TIFF image",
     b"MM\x00*": "a TIFF image",
     b"%PDF": "a PDF document",
+}
+#: Byte-order marks of the wider Unicode encodings, UTF-32 first (its little-endian mark begins
+#: with UTF-16's).
+_WIDE_BOMS = {
+    b"\xff\xfe\x00\x00": ("UTF-32", "utf-32"),
+    b"\x00\x00\xfe\xff": ("UTF-32", "utf-32"),
+    b"\xff\xfe": ("UTF-16", "utf-16"),
+    b"\xfe\xff": ("UTF-16", "utf-16"),
 }
 _WRONG_DELIMITERS = {";": "semicolon (';')", "\t": "tab", "|": "vertical bar ('|')"}
 _EXPECTED = "expected a CSV table (comma-separated, column names on row 1) or a Parquet file"
@@ -62,8 +70,9 @@ def read_table(path: str | PathLike[str]) -> pd.DataFrame:
         If `path` does not exist or is not a file.
     lanternpk.errors.DataError
         If the file is empty, has no data rows, is not a table (binary, JSON, rows with a
-        different number of fields than the header), uses another delimiter than a comma, or
-        has missing or repeated column names.
+        different number of fields than the header), is text in another encoding than UTF-8
+        (UTF-16 or UTF-32 is named as such), uses another delimiter than a comma, or has
+        missing or repeated column names.
     """
     path = Path(path)
     if not path.is_file():
@@ -147,6 +156,10 @@ def _parse_csv(file: str, data: bytes) -> tuple[list[str], list[tuple[int, list[
     for signature, what in _SIGNATURES.items():
         if data.startswith(signature):
             _fail(file, f"this is {what}, not a CSV table; {_EXPECTED}")
+    encoding = _wide_unicode(data)
+    if encoding is not None:
+        _fail(file, f"this is {encoding} encoded text, not UTF-8; save the file as UTF-8 "
+                    "('CSV UTF-8' in Excel)")
     if b"\x00" in data[:65536]:
         _fail(file, f"binary content, not text; {_EXPECTED}")
     try:
@@ -190,6 +203,40 @@ def _parse_csv(file: str, data: bytes) -> tuple[list[str], list[tuple[int, list[
     if bad:
         raise DataError(bad)
     return header, rows
+
+
+def _wide_unicode(data: bytes) -> str | None:
+    """``"UTF-16"`` or ``"UTF-32"`` if ``data`` is text in that encoding, else ``None``.
+
+    A byte-order mark tells. Without one, mostly-ASCII text (as a table's column names and
+    numbers are) shows a pattern of NUL bytes: in UTF-16 every other byte is NUL and the bytes
+    between never are; in UTF-32 three bytes of every four. Either guess stands only if the
+    start of the file decodes in that encoding, so binary content stays binary.
+    """
+    for bom, (encoding, codec) in _WIDE_BOMS.items():
+        if data.startswith(bom):
+            return encoding if _decodes(data, codec) else None
+    for width, encoding in ((4, "UTF-32"), (2, "UTF-16")):
+        sample = data[: 4096 // width * width]
+        if len(sample) < 2 * width:
+            continue
+        lanes = [sample[i::width] for i in range(width)]
+        for order, text_lane in (("le", 0), ("be", width - 1)):
+            mostly_nul = all(lane.count(0) >= len(lane) / 2
+                             for i, lane in enumerate(lanes) if i != text_lane)
+            if (mostly_nul and 0 not in lanes[text_lane]
+                    and _decodes(sample, f"{encoding.lower()}-{order}")):
+                return encoding
+    return None
+
+
+def _decodes(data: bytes, codec: str) -> bool:
+    """Whether the first 4 KiB of ``data`` decode with ``codec`` (the last character may be cut)."""
+    try:
+        codecs.getincrementaldecoder(codec)().decode(data[:4096])
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _parse_parquet(file: str, data: bytes) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -19,6 +19,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from lanternpk.argtypes import output_path
+
 __all__ = ["FigureError", "RunReport", "add_report_parser", "load_run_report", "load_sbc",
            "render_report", "run_report_command"]
 _RENDER_NAMES = {"FigureError", "RunReport", "load_run_report", "load_sbc", "render_report"}
@@ -44,7 +46,8 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                    help="run directories written by `lanternpk fit`")
-    p.add_argument("--out", required=True, type=Path, help="report directory, e.g. reports/NAME")
+    p.add_argument("--out", required=True, type=output_path,
+                   help="report directory, e.g. reports/NAME")
     p.add_argument("--sbc", type=Path, metavar="SBC_DIR",
                    help="also show a simulation-based calibration (`lanternpk sbc --out SBC_DIR`)")
     p.set_defaults(handler=lambda args: run_report_command(args.run_dirs, out=args.out,
@@ -62,8 +65,15 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
         when written but a run's checks failed.
     """
     from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
-    from lanternpk.report.render import REPORT_FILES, load_run_report, load_sbc, render_report
+    from lanternpk.report.render import (
+        REPORT_FILES,
+        check_report_directory,
+        load_run_report,
+        load_sbc,
+        render_report,
+    )
 
+    check_report_directory(out)  # before the runs are loaded and the figures drawn
     runs = [load_run_report(run_dir) for run_dir in run_dirs]
     sbc = load_sbc(sbc_dir) if sbc_dir is not None else None
     render_report(runs, out=out, sbc=sbc)
