@@ -54,7 +54,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_livingimage(args: argparse.Namespace) -> int:
-    from lanternpk.data.livingimage import import_livingimage, output_format
+    from lanternpk.data.livingimage import check_output_suffix, import_livingimage
     from lanternpk.io import write_table_atomic
 
     out = Path(args.out)
@@ -63,7 +63,7 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
         raise UsageError(f"refusing to write {out}: it is one of the input files")
     if out.is_dir():
         raise UsageError(f"refusing to write {out}: it is a directory, not a file")
-    output_format(out)  # refuse an unsupported suffix before reading any input
+    check_output_suffix(out)  # refuse an unsupported suffix before reading any input
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     model = None

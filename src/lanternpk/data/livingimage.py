@@ -95,8 +95,8 @@ from lanternpk.tomlfile import parse_toml, plain_message, with_lines
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
 
-__all__ = ["OUTPUT_FORMATS", "LivingImageMapping", "import_livingimage", "load_mapping",
-           "mapping_vs_spec", "output_format", "parse_mapping"]
+__all__ = ["LivingImageMapping", "check_output_suffix", "import_livingimage", "load_mapping",
+           "mapping_vs_spec", "parse_mapping"]
 
 # --------------------------------------------------------------------------- mapping schema
 
@@ -757,39 +757,27 @@ def _table(records: list[tuple[dict[str, object], _Row]]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- output
 
-#: Output file suffix (matched ignoring case) -> table format, as
-#: :func:`lanternpk.io.write_table_atomic` writes and :func:`lanternpk.data.load.read_table`
-#: reads them: Parquet for the Parquet suffixes, CSV for ``.csv`` (the only honest name
-#: for it).
-OUTPUT_FORMATS: dict[str, Literal["csv", "parquet"]] = {
-    ".csv": "csv", **dict.fromkeys(PARQUET_SUFFIXES, "parquet"),
-}
+def check_output_suffix(path: str | Path) -> None:
+    """Refuse an observations file name that is neither ``.csv`` nor a Parquet name.
 
-
-def output_format(path: str | Path) -> Literal["csv", "parquet"]:
-    """The table format an output path asks for, by its suffix (see ``OUTPUT_FORMATS``).
+    :func:`lanternpk.io.write_table_atomic` writes Parquet for the names of
+    :data:`lanternpk.io.PARQUET_SUFFIXES` (ignoring case) and CSV for any other; ``.csv`` is
+    the only honest name for the latter.
 
     Parameters
     ----------
     path : str or Path
         The observations file to be written.
 
-    Returns
-    -------
-    {"csv", "parquet"}
-        The format to write.
-
     Raises
     ------
     UsageError
-        The suffix is not one of ``OUTPUT_FORMATS`` (e.g. ``.xlsx``, ``.txt``, or none); the
-        message names the path and the supported suffixes.
+        Another suffix (e.g. ``.xlsx``, ``.txt``) or none; the message names the path and the
+        supported suffixes.
     """
     suffix = Path(path).suffix
-    found = OUTPUT_FORMATS.get(suffix.lower())
-    if found is None:
-        what = f"'{suffix}' is not a supported output format" if suffix else "it has no suffix"
-        parquet = " or ".join(s for s, f in OUTPUT_FORMATS.items() if f == "parquet")
-        raise UsageError(f"cannot write {path}: {what}; give a file name ending in .csv "
-                         f"(CSV), {parquet} (Parquet)")
-    return found
+    if suffix.lower() in (".csv", *PARQUET_SUFFIXES):
+        return
+    what = f"'{suffix}' is not a supported output format" if suffix else "it has no suffix"
+    raise UsageError(f"cannot write {path}: {what}; give a file name ending in .csv (CSV), "
+                     f"{' or '.join(PARQUET_SUFFIXES)} (Parquet)")
