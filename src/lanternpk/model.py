@@ -325,13 +325,14 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
             pm.Deterministic(f"transmission_{modality}", pt.exp(log_t[modality]), dims="organ")
         sd_gain = _halfnormal("image_gain_sd", meas.image_gain_sd)
         z_gain = pm.Normal("z_gain", 0.0, 1.0, dims="image")
-        log_gain = sd_gain * z_gain
+        # photons/s per live cell × image gain: one exp per image, gathered to its ROIs
+        # (an exp per ROI made the gradient ~7% slower on the ALS study)
+        image_scale = pt.exp(log_ppc + sd_gain * z_gain)
         sigma = _halfnormal("residual_sd", meas.residual_sd)
 
         seen = (data.in_vivo_weights * pt.exp(log_t["in_vivo"])[None, :]
                 + data.ex_vivo_weights * pt.exp(log_t["ex_vivo"])[None, :])
-        light = pt.sum(seen * cells[data.row_session], axis=-1)
-        light = light * pt.exp(log_ppc + log_gain[data.row_image])
+        light = pt.sum(seen * cells[data.row_session], axis=-1) * image_scale[data.row_image]
         if data.background is not None:
             background = data.background
         else:
