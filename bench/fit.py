@@ -5,6 +5,9 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
 - each sampler of the dispatch table (numpyro, nutpie, pymc, blackjax): end-to-end wall time
   of `inference.sample` (graph compile + sampling), min bulk ESS over the free parameters,
   min bulk ESS / wall second, divergences;
+- the default fit (numpyro) with several seeds (``--seeds``, default 5): the min bulk ESS
+  of one run varies by about ±20% with the seed, so the issue's targets are judged on the
+  medians;
 - scaling of the default sampler with the number of animals (16, 32, 64, 128; studies
   simulated from the ALS truth with more animals per sacrifice group);
 - the command a user runs, `lanternpk fit` on the bundled study with default settings, timed
@@ -14,7 +17,8 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
   log-density + gradient evaluation is timed and the fit time is extrapolated from the
   gradient evaluations numpyro used (said so in the output; not sampled, it would take hours).
 
-Run: ``python bench/fit.py [--quick]``; writes ``bench/results/fit.md`` and ``fit.json``.
+Run: ``python bench/fit.py [--quick] [--seeds N] [--out DIR] [--name NAME]``; writes
+``DIR/NAME.md`` and ``NAME.json`` (default ``bench/results/fit.md`` and ``fit.json``).
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def _study(n_animals: int):
     return obs, study.calibration.assign(setting="in_vitro")
 
 
-def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int) -> dict:
+def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
+            seed: int = SamplerSettings.seed) -> dict:
     spec = load_spec(ROOT / "models/muse_vs_msc.toml")
     obs, cal = _study(n_animals)
     start = time.perf_counter()
@@ -80,8 +85,8 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune),
-                           progressbar=False)
+            idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune,
+                                                  seed=seed), progressbar=False)
     except Exception as err:  # record a sampler that fails instead of stopping the bench
         return {"sampler": sampler, "animals": n_animals, "error": f"{type(err).__name__}: "
                 f"{str(err).splitlines()[0][:200]}"}
@@ -91,8 +96,10 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int) -> dict:
     ess_min = float(min(np.nanmin(v.values) for v in ess.data_vars.values()))
     stats = idata.sample_stats
     grad_evals = int(stats["n_steps"].sum()) if "n_steps" in stats else None
-    return {"sampler": sampler, "animals": n_animals, "rows": len(obs), "wall_s": wall,
-            "ess_bulk_min": ess_min, "ess_bulk_min_per_s": ess_min / wall,
+    lowest = min(ess.data_vars, key=lambda name: float(np.nanmin(ess[name].values)))
+    return {"sampler": sampler, "animals": n_animals, "rows": len(obs), "seed": seed,
+            "wall_s": wall, "ess_bulk_min": ess_min, "ess_bulk_min_parameter": lowest,
+            "ess_bulk_min_per_s": ess_min / wall,
             "divergences": int(stats["diverging"].sum()),
             "gradient_evaluations_sampling": grad_evals}
 
@@ -158,33 +165,55 @@ def ode_gradient_seconds(n_animals: int = 16) -> float:
     return time.perf_counter() - start
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Median wall time, min bulk ESS, ESS/s and gradient count over seeded runs."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    keys = ("wall_s", "ess_bulk_min", "ess_bulk_min_per_s", "gradient_evaluations_sampling")
+    return {**ok[0], "seed": "median", "divergences": max(r["divergences"] for r in ok),
+            **{k: float(np.median([r[k] for r in ok])) for k in keys}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 draws, 300 tune")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="seeds of the default fit (16 animals, numpyro); min bulk ESS "
+                        "varies by ±20%% from seed to seed, so its targets are judged on the "
+                        "median (default 5)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--name", default="fit", help="file stem of the results (NAME.md/.json)")
     args = parser.parse_args()
     draws = tune = 300 if args.quick else 1000
     load_start = os.getloadavg()
     cli_s = cli_fit_seconds()
-    rows = [run_fit(s, 16, draws=draws, tune=tune)
-            for s in ("numpyro", "nutpie", "pymc", "blackjax")]
-    scaling = [run_fit("numpyro", n, draws=draws, tune=tune) for n in (16, 32, 64, 128)]
+    seeds = [SamplerSettings.seed + i for i in range(args.seeds)]
+    default_runs = [run_fit("numpyro", 16, draws=draws, tune=tune, seed=s) for s in seeds]
+    rows = [default_runs[0]] + [run_fit(s, 16, draws=draws, tune=tune)
+                                for s in ("nutpie", "pymc", "blackjax")]
+    scaling = [default_runs[0]] + [run_fit("numpyro", n, draws=draws, tune=tune)
+                                   for n in (32, 64, 128)]
     ode_s = ode_gradient_seconds()
-    numpyro = rows[0]
+    numpyro = _median_run(default_runs)
     ode_extrapolated = (ode_s * numpyro["gradient_evaluations_sampling"] * 2
                         if numpyro.get("gradient_evaluations_sampling") else None)
     record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                           "platform": platform.platform()},
               "versions": library_versions(), "draws": draws, "tune": tune, "chains": 4,
-              "samplers": rows, "scaling": scaling, "cli_fit_s": cli_s,
+              "samplers": rows, "default_fit_seeds": default_runs,
+              "default_fit_median": numpyro, "scaling": scaling, "cli_fit_s": cli_s,
               "pm_ode_gradient_s": ode_s,
               "pm_ode_fit_s_extrapolated": ode_extrapolated,
               "load_average_start_end": [load_start, os.getloadavg()],
               "date": time.strftime("%Y-%m-%d")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = ["# Fit benchmark", "", f"`python bench/fit.py{' --quick' if args.quick else ''}`"
-             f" on {record['machine']['cpu']} ({record['machine']['cores']} cores), "
-             f"{record['date']}; 4 chains × {draws} draws, {tune} tune; ALS-like study.", "",
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Fit benchmark", "", f"`python bench/fit.py{' --quick' if args.quick else ''}"
+             f" --seeds {args.seeds}` on {record['machine']['cpu']} "
+             f"({record['machine']['cores']} cores), {record['date']}; 4 chains × {draws} "
+             f"draws, {tune} tune; ALS-like study. Rows at 16 animals use the default seed "
+             f"{seeds[0]}.", "",
              "| sampler | animals | wall s (incl. compile) | min bulk ESS | ESS/s | divergences |",
              "|---|---|---|---|---|---|"]
     for r in rows + scaling[1:]:
@@ -194,13 +223,25 @@ def main() -> None:
             lines.append(f"| {r['sampler']} | {r['animals']} | {r['wall_s']:.1f} | "
                          f"{r['ess_bulk_min']:.0f} | {r['ess_bulk_min_per_s']:.1f} | "
                          f"{r['divergences']} |")
-    if "error" not in numpyro:
+    ok = [r for r in default_runs if "error" not in r]
+    lines += ["", f"Default fit (numpyro, 16 animals) with {len(seeds)} seeds:", "",
+              "| seed | wall s | min bulk ESS | lowest-ESS parameter | ESS/s | divergences |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['wall_s']:.1f} | {r['ess_bulk_min']:.0f} | "
+              f"{r['ess_bulk_min_parameter']} | {r['ess_bulk_min_per_s']:.1f} | "
+              f"{r['divergences']} |" if "error" not in r else
+              f"| {r['seed']} | failed: {r['error']} | | | | |" for r in default_runs]
+    if ok:
         met = {True: "met", False: "**NOT met**"}
-        lines += ["", f"Targets of the issue (default sampler, 16 animals, 4 × {draws}): "
-                  f"wall ≤ 20 s {met[numpyro['wall_s'] <= 20]} ({numpyro['wall_s']:.1f} s); "
+        divergences = sum(r["divergences"] for r in ok)
+        lines += ["", f"Targets of the issue (default sampler, 16 animals, 4 × {draws}; "
+                  f"medians over the {len(ok)} seeds): wall ≤ 20 s "
+                  f"{met[numpyro['wall_s'] <= 20]} ({numpyro['wall_s']:.1f} s); "
                   f"min bulk ESS/s ≥ 80 {met[numpyro['ess_bulk_min_per_s'] >= 80]} "
-                  f"({numpyro['ess_bulk_min_per_s']:.1f}); zero divergences "
-                  f"{met[numpyro['divergences'] == 0]} ({numpyro['divergences']})."]
+                  f"({numpyro['ess_bulk_min_per_s']:.1f}; range "
+                  f"{min(r['ess_bulk_min_per_s'] for r in ok):.1f}–"
+                  f"{max(r['ess_bulk_min_per_s'] for r in ok):.1f}); zero divergences "
+                  f"{met[divergences == 0]} ({divergences} in all)."]
     lines += ["", "Load average (1, 5, 15 min) before the run: "
               + ", ".join(f"{x:.1f}" for x in load_start)
               + " (work already on the machine); after it: "
@@ -216,7 +257,7 @@ def main() -> None:
                      " numpyro's sampling phase used, ×2 for tuning): "
                      f"{ode_extrapolated / 3600:.1f} h — extrapolated, not run.")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
-    (RESULTS / "fit.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -255,8 +255,7 @@ def _chain_method(chain_method: str, chains: int) -> str:
 
 
 def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = True,
-                   chain_method: str = "parallel", gradient_mass_init: bool = True
-                   ) -> az.InferenceData:
+                   chain_method: str = "parallel") -> az.InferenceData:
     """numpyro NUTS on PyMC's JAX log density, returning what ``pm.sample`` would.
 
     Same log density, jitter, NUTS settings and output as ``pm.sample(nuts_sampler=
@@ -274,11 +273,6 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
         numpyro's progress bar.
     chain_method : {"parallel", "sequential", "vectorized"}
         numpyro's; "parallel" falls back to "sequential" with fewer JAX devices than chains.
-    gradient_mass_init : bool
-        Start each chain's warm-up from the inverse mass matrix ``1/|∇U|`` at its starting
-        point, capped at 1 (:func:`_gradient_init_nuts`); ``False`` starts from the unit
-        matrix, as ``pm.sample`` does. Batched (``"vectorized"``) chains share one kernel and
-        always start from the unit matrix.
 
     Returns
     -------
@@ -292,11 +286,11 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
 
     problem = _flat_problem(model, settings)
     potential = jax.jit(lambda flat: -problem.log_density(flat))
-    method = _chain_method(chain_method, settings.chains)
-    kernel = (_gradient_init_nuts() if gradient_mass_init and method != "vectorized" else NUTS)
-    mcmc = MCMC(kernel(potential_fn=potential, target_accept_prob=settings.target_accept),
+    mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=settings.target_accept),
                 num_warmup=settings.tune, num_samples=settings.draws,
-                num_chains=settings.chains, chain_method=method, progress_bar=progressbar)
+                num_chains=settings.chains,
+                chain_method=_chain_method(chain_method, settings.chains),
+                progress_bar=progressbar)
     start = time.perf_counter()
     several = settings.chains > 1
     mcmc.run(jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
@@ -308,50 +302,6 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
     sampling_s = time.perf_counter() - start
     return _inference_data(model, flat_draws, problem.unravel, _numpyro_stats(mcmc),
                            sampling_s=sampling_s, settings=settings, library="numpyro")
-
-
-#: Bounds of the initial inverse mass matrix (a variance per coordinate, unconstrained
-#: scale) taken from the gradient at a chain's starting point; the upper one is numpyro's
-#: default, the unit matrix, so a coordinate is never given more room than it would have had.
-INITIAL_VARIANCE_BOUNDS = (1e-4, 1.0)
-
-
-def _gradient_init_nuts():
-    """numpyro's NUTS, starting warm-up from the inverse mass matrix ``1/|∇U(x0)|``.
-
-    ``U`` is the potential (negative log density) and ``x0`` the chain's starting point; the
-    variances are clipped to :data:`INITIAL_VARIANCE_BOUNDS` (a zero or non-finite gradient
-    gives the upper bound). This is nutpie's initialisation (nuts-rs sets the diagonal mass
-    matrix from the gradient at the initial point): for a Gaussian coordinate at one sd from
-    its mean, ``1/|∂U/∂x|`` is that sd times the distance in sds, so it is of the right scale
-    where the unit matrix may be off by orders of magnitude. numpyro's window adaptation
-    then replaces it after its first window, as it would replace the unit matrix. On the ALS
-    study the first 100 warm-up iterations took ~88 leapfrog steps each instead of ~264,
-    and warm-up ~69,000 instead of ~87,000 gradients per chain (bench/results/fit.md).
-
-    The gradient is computed inside each chain's compiled program (one per chain, also
-    under ``pmap``) and handed to numpyro with the starting point, which it would compute
-    there anyway.
-    """
-    import jax
-    import jax.numpy as jnp
-    from numpyro.infer import NUTS
-    from numpyro.infer.util import ParamInfo
-
-    class GradientInitNUTS(NUTS):
-        def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
-            energy, grad = jax.value_and_grad(self._potential_fn)(init_params)
-            variance = jnp.clip(1.0 / jnp.abs(grad), *INITIAL_VARIANCE_BOUNDS)
-            variance = jnp.where(jnp.isnan(variance), INITIAL_VARIANCE_BOUNDS[1], variance)
-            unit = self._inverse_mass_matrix
-            self._inverse_mass_matrix = variance  # read by NUTS.init only; restored below
-            try:
-                return super().init(rng_key, num_warmup, ParamInfo(init_params, energy, grad),
-                                    model_args, model_kwargs or {})
-            finally:
-                self._inverse_mass_matrix = unit
-
-    return GradientInitNUTS
 
 
 def _numpyro_stats(mcmc) -> dict[str, np.ndarray]:
