@@ -104,7 +104,8 @@ def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) 
             idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune,
                                                   seed=seed), progressbar=False)
     except Exception as err:  # record a sampler that fails instead of stopping the bench
-        return {"sampler": sampler, "animals": n_animals, "error": f"{type(err).__name__}: "
+        return {"sampler": sampler, "animals": n_animals, "seed": seed,
+                "error": f"{type(err).__name__}: "
                 f"{str(err).splitlines()[0][:200]}"}
     wall = time.perf_counter() - start
     free = [rv.name for rv in model.free_RVs]
@@ -277,7 +278,7 @@ def main() -> None:
     lines += ["", f"pm.ode.DifferentialEquation: one log-density + gradient takes {ode_s:.2f} s "
               "(16 animals)."]
     if ode_extrapolated:
-        evals = numpyro["gradient_evaluations_sampling"]
+        evals = round(numpyro["gradient_evaluations_sampling"])
         lines.append(f"Extrapolated fit time with pm.ode (× the {evals} gradient evaluations"
                      " numpyro's sampling phase used, ×2 for tuning): "
                      f"{ode_extrapolated / 3600:.1f} h — extrapolated, not run.")
