@@ -110,10 +110,10 @@ def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) 
     wall = time.perf_counter() - start
     free = [rv.name for rv in model.free_RVs]
     ess = az.ess(idata.posterior[free], method="bulk")
-    ess_min = float(min(np.nanmin(v.values) for v in ess.data_vars.values()))
     stats = idata.sample_stats
     grad_evals = int(stats["n_steps"].sum()) if "n_steps" in stats else None
     lowest = min(ess.data_vars, key=lambda name: float(np.nanmin(ess[name].values)))
+    ess_min = float(np.nanmin(ess[lowest].values))
     return {"sampler": sampler, "animals": n_animals, "rows": len(obs), "seed": seed,
             "wall_s": wall, "ess_bulk_min": ess_min, "ess_bulk_min_parameter": lowest,
             "ess_bulk_min_per_s": ess_min / wall,
@@ -188,7 +188,8 @@ def _median_run(runs: list[dict]) -> dict:
     if not ok:
         return runs[0]
     keys = ("wall_s", "ess_bulk_min", "ess_bulk_min_per_s", "gradient_evaluations_sampling")
-    return {**ok[0], "seed": "median", "divergences": max(r["divergences"] for r in ok),
+    return {"sampler": ok[0]["sampler"], "animals": ok[0]["animals"], "seed": "median",
+            "divergences": max(r["divergences"] for r in ok),
             **{k: float(np.median([r[k] for r in ok])) for k in keys}}
 
 
