@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory) -> Iterator[Path]:
+    """One JAX compilation cache for the session's in-process commands (not ~/.cache).
+
+    A test that needs another cache, or none, sets ``LANTERNPK_JAX_CACHE`` for its own
+    subprocess.
+    """
+    from lanternpk.compile_cache import ENV_VAR
+
+    directory = tmp_path_factory.mktemp("jax-cache")
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(directory)
+    yield directory
+    if previous is None:
+        del os.environ[ENV_VAR]
+    else:
+        os.environ[ENV_VAR] = previous
 
 
 @pytest.fixture(scope="session")

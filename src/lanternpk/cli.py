@@ -233,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose JAX programs JAX's persistent compilation cache keeps (compile_cache.py).
+#: Not sbc: each of its fits has its own simulated data, compiled into its own program.
+_COMPILING_COMMANDS = frozenset({"fit", "demo", "ppc", "compare"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -242,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lanternpk.inference import configure_jax_devices
 
         configure_jax_devices(max(getattr(args, "chains", 4), os.cpu_count() or 1))
+    if args.command in _COMPILING_COMMANDS:
+        from lanternpk.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -1,0 +1,65 @@
+"""JAX's persistent compilation cache: where it lives, when it is off, and that a second
+`lanternpk fit` in a fresh process loads its programs from it with the same result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pytest
+
+from lanternpk.compile_cache import ENV_VAR, cache_directory, enable_compile_cache
+
+
+def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "mine"))
+    assert cache_directory() == tmp_path / "mine"
+    for off in ("off", "OFF", "", " "):
+        monkeypatch.setenv(ENV_VAR, off)
+        assert cache_directory() is None
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_directory() == tmp_path / "xdg" / "lanternpk" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_directory() == Path.home() / ".cache" / "lanternpk" / "jax"
+
+
+def test_an_impossible_directory_leaves_the_cache_off(monkeypatch, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(ENV_VAR, str(blocker / "jax"))
+    assert enable_compile_cache() is None
+    monkeypatch.setenv(ENV_VAR, "off")
+    assert enable_compile_cache() is None
+
+
+def _fit(root: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, ENV_VAR: str(cache), "JAX_LOG_COMPILES": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lanternpk.cli", "fit",
+         str(root / "data/als_mouse/observations.csv"),
+         "--model", str(root / "models/muse_vs_msc.toml"),
+         "--calibration", str(root / "data/als_mouse/calibration.csv"),
+         "--out", str(out), "--chains", "2", "--draws", "50", "--tune", "50", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_second_fit_loads_its_programs_from_the_cache(root, tmp_path):
+    cache = tmp_path / "cache"
+    first = _fit(root, tmp_path / "run1", cache)
+    # exit 0 (diagnostics passed) or 3 (failed: 50 draws are too few); both wrote a run
+    assert first.returncode in (0, 3), first.stderr[-2000:]
+    assert "Persistent compilation cache hit" not in first.stderr
+    assert any(cache.iterdir()), "the first fit stored no compiled program"
+    second = _fit(root, tmp_path / "run2", cache)
+    assert second.returncode == first.returncode, second.stderr[-2000:]
+    assert "Persistent compilation cache hit" in second.stderr
+    one = az.from_netcdf(tmp_path / "run1" / "posterior.nc").posterior
+    two = az.from_netcdf(tmp_path / "run2" / "posterior.nc").posterior
+    for name in one.data_vars:
+        np.testing.assert_array_equal(one[name].values, two[name].values, err_msg=name)
