@@ -98,7 +98,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                target_accept=args.target_accept)
     result = fit(args.data, args.model, args.out, calibration_path=args.calibration,
                  settings=settings, command=args.command_line, overwrite=args.overwrite,
-                 progressbar=not args.quiet)
+                 progressbar=not args.quiet and sys.stderr.isatty())
     print(format_summary(result.summary))
     print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s model build, sampling and prior "
           "draws, incl. compile)")
@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NUTS target acceptance probability, in [0.5, 1) "
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(handler=_cmd_fit)
 
     p = commands.add_parser(

@@ -270,7 +270,9 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
     settings : SamplerSettings
         Chains, draws, tuning steps, seed and target acceptance rate.
     progressbar : bool
-        numpyro's progress bar.
+        numpyro's progress bar. With several chains it reports through host callbacks,
+        and JAX keeps no program with host callbacks in its persistent compilation cache
+        (:mod:`lanternpk.compile_cache`), so the NUTS program is then compiled every time.
     chain_method : {"parallel", "sequential", "vectorized"}
         numpyro's; "parallel" falls back to "sequential" with fewer JAX devices than chains.
 
