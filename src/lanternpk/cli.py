@@ -98,7 +98,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                target_accept=args.target_accept)
     result = fit(args.data, args.model, args.out, calibration_path=args.calibration,
                  settings=settings, command=args.command_line, overwrite=args.overwrite,
-                 progressbar=not args.quiet and sys.stderr.isatty())
+                 progressbar=not args.quiet)
     print(format_summary(result.summary))
     print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s model build, sampling and prior "
           "draws, incl. compile)")

@@ -11,7 +11,6 @@ simulation-based calibration of the default spec recorded in ``bench/results/sbc
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lanternpk.data.load import load_calibration, load_observations
@@ -75,7 +74,7 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
                  calibration_path=study / "calibration.csv",
                  settings=settings or SamplerSettings(),
                  command=["lanternpk", "demo", "--root", str(root), "--out", str(out)],
-                 overwrite=True, progressbar=sys.stderr.isatty())
+                 overwrite=True)
     print(format_summary(result.summary))
     print("\nposterior predictive checks …", flush=True)
     print(format_report(run_ppc(result.run_dir, draws=ppc_draws)))

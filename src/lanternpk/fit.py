@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -160,7 +161,9 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     """Fit ``spec`` to the data and write the run directory.
 
     Validation of data, calibration and spec happens before anything is compiled; every
-    problem found is reported together.
+    problem found is reported together. ``progressbar`` shows the sampler's progress bar
+    only when stderr is a terminal: numpyro's bar over several chains reports through host
+    callbacks, which keep the NUTS program out of JAX's compilation cache (compile_cache.py).
     """
     out_dir = Path(out_dir)
     check_replaceable_directory(out_dir, marker=POSTERIOR_FILE, overwrite=overwrite,
@@ -170,7 +173,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
 
     start = time.perf_counter()
     model = build_model(spec, data, calibration)
-    idata = sample(model, settings, progressbar=progressbar)
+    idata = sample(model, settings, progressbar=progressbar and sys.stderr.isatty())
     reported = REPORTED_PARAMETERS + (["blood_efflux"] if spec.explicit_blood else [])
     prior = sample_prior(model, reported, draws=PRIOR_DRAWS, seed=settings.seed + 1)
     idata.extend(prior)
