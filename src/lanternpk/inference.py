@@ -66,17 +66,38 @@ class SamplerSettings:
         return asdict(self)
 
 
+_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+
+
 def configure_jax_devices(n_devices: int) -> None:
     """Let JAX's CPU backend expose ``n_devices`` devices (for parallel chains).
 
-    Has effect only before JAX is first imported; later calls change nothing.
+    Has effect only before JAX is first imported; later calls change nothing. A device
+    count already in ``XLA_FLAGS`` (the user's) is kept.
     """
     if "jax" in sys.modules:
         return
-    flag = f"--xla_force_host_platform_device_count={n_devices}"
     existing = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in existing:
-        os.environ["XLA_FLAGS"] = f"{existing} {flag}".strip()
+    if _DEVICE_COUNT_FLAG not in existing:
+        os.environ["XLA_FLAGS"] = f"{existing} --{_DEVICE_COUNT_FLAG}={n_devices}".strip()
+
+
+def _get_jaxified_graph():
+    """``pymc.sampling.jax.get_jaxified_graph``, imported without losing a chosen device count.
+
+    Importing ``pymc.sampling.jax`` (pymc 5.28) rewrites ``XLA_FLAGS``: it puts
+    ``--xla_force_host_platform_device_count=100`` first and, when other flags follow a count
+    already there, drops that count (its pattern runs to the last space), so a user's
+    ``=2 --xla_other_flag`` became 100 devices. A count that was set (by the user or
+    :func:`configure_jax_devices`) is put back with the flags around it; XLA reads them when
+    JAX's backend starts, which is later.
+    """
+    before = os.environ.get("XLA_FLAGS", "")
+    from pymc.sampling.jax import get_jaxified_graph
+
+    if _DEVICE_COUNT_FLAG in before:
+        os.environ["XLA_FLAGS"] = before
+    return get_jaxified_graph
 
 
 def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = True,
@@ -133,9 +154,7 @@ def jax_log_density(model: pm.Model) -> Callable[[list], Any]:
     scale) and returns a scalar. Unlike ``pymc.sampling.jax.get_jaxified_logp``, whose
     ``negative_logp=True`` returns ``+logp``, the sign here is the one the name says.
     """
-    from pymc.sampling.jax import get_jaxified_graph
-
-    graph = get_jaxified_graph(inputs=model.value_vars, outputs=[model.logp()])
+    graph = _get_jaxified_graph()(inputs=model.value_vars, outputs=[model.logp()])
 
     def logp(values):
         return graph(*values)[0]
@@ -228,10 +247,9 @@ def _inference_data(model: pm.Model, flat_draws, unravel, sample_stats: dict, *,
                     ) -> az.InferenceData:
     """What ``pm.sample`` returns, from flat unconstrained draws shaped (chain, draw, d)."""
     import jax
-    from pymc.sampling.jax import get_jaxified_graph
 
     outputs = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
-    constrain = get_jaxified_graph(inputs=model.value_vars, outputs=outputs)
+    constrain = _get_jaxified_graph()(inputs=model.value_vars, outputs=outputs)
     values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
     coords, dims = coords_and_dims_for_inferencedata(model)
     attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,

@@ -156,6 +156,27 @@ def test_blackjax_parallel_chains_on_two_devices_give_the_sequential_draws(root)
     assert "same draws" in done.stdout
 
 
+_DEVICE_COUNT_SCRIPT = """
+import jax, numpy as np, pymc as pm
+from lanternpk.inference import jax_log_density
+{model_source}
+jax_log_density(_hierarchical_model())  # imports pymc.sampling.jax, which rewrites XLA_FLAGS
+print("devices", jax.local_device_count())
+"""
+
+
+def test_a_chosen_device_count_survives_pymc_sampling_jax(root):
+    """pymc.sampling.jax, on import, dropped a device count followed by other flags and forced
+    100 devices; the count the user chose must be the one JAX starts with."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+           "--xla_cpu_enable_fast_math=false"}
+    script = _DEVICE_COUNT_SCRIPT.format(model_source=inspect.getsource(_hierarchical_model))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "devices 2" in done.stdout, done.stdout
+
+
 def test_blackjax_chains_do_not_depend_on_how_they_run():
     """Each chain has its own key: sequential and batched runs give the same draws (to
     rounding; parallel runs are checked in their own process above)."""
