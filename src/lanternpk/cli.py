@@ -100,8 +100,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                  settings=settings, command=args.command_line, overwrite=args.overwrite,
                  progressbar=not args.quiet)
     print(format_summary(result.summary))
-    print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s model build, sampling and prior "
-          "draws, incl. compile)")
+    print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s: model build, compiling or the "
+          "compilation cache, sampling, prior draws)")
     if not result.summary["diagnostics"]["passed"]:
         print("lanternpk fit: convergence checks FAILED (see diagnostics.json)", file=sys.stderr)
         return EXIT_DIAGNOSTICS
