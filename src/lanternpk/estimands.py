@@ -15,6 +15,10 @@ from lanternpk.solver.closed_form import homing_fraction, organ_cells
 ENGRAFTED_DAYS = (1.0, 3.0, 7.0, 14.0, 28.0, 56.0)
 #: Daily grid on which `time_to_undetectable_d` is searched, days.
 DETECTION_GRID_D = np.arange(0.0, 366.0)
+#: Draws per block of the kinetics on :data:`DETECTION_GRID_D`: each intermediate array is
+#: then at most 256 × cell types × 366 days × organs float64 (~6 MB for 2 × 4), however many
+#: draws a posterior has (all at once, 4000 draws took ~660 MiB and 2.6 s).
+GRID_BLOCK_DRAWS = 256
 
 
 def kinetic_estimands(
@@ -148,19 +152,27 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
             for d, day in enumerate(ENGRAFTED_DAYS):
                 out[("engrafted_fraction", ct, organ, day, None)] = kin["engrafted_fraction"][
                     :, c, d, j]
-    grid = np.broadcast_to(DETECTION_GRID_D, (*r.shape, DETECTION_GRID_D.size))
-    cells = organ_cells(f, r, k, grid, filter_index=design["filter_index"],
-                        n_organs=len(design["organs"]), blood_efflux=q_ct)  # (s, ct, grid, organ)
     ppc = _draws(group, "photons_per_cell")
-    for det in design["detection"]:
-        transmission = _draws(group, f"transmission_{det['modality']}")  # (s, organ)
-        weights = transmission * np.isin(design["organs"], det["organs"])[None, :]
-        for c, ct in cell_types:
-            dose = design["dose_cells"][ct]
-            signal = (ppc[:, None] * dose * np.einsum("sgo,so->sg", cells[:, c], weights)
-                      + det["background"])
-            out[("time_to_undetectable_d", ct, det["region"], None, det["modality"])] = (
-                first_undetectable_day(signal, det["lod"]))
+    transmission = {det["modality"]: _draws(group, f"transmission_{det['modality']}")
+                    for det in design["detection"]}  # (draws, organ)
+    undetectable: dict[tuple, list[np.ndarray]] = {}
+    for block in range(0, r.shape[0], GRID_BLOCK_DRAWS):
+        rows = slice(block, block + GRID_BLOCK_DRAWS)
+        grid = np.broadcast_to(DETECTION_GRID_D, (*r[rows].shape, DETECTION_GRID_D.size))
+        cells = organ_cells(f[rows], r[rows], k[rows], grid,
+                            filter_index=design["filter_index"], n_organs=len(design["organs"]),
+                            blood_efflux=None if q_ct is None else q_ct[rows]
+                            )  # (draws, cell type, grid day, organ)
+        for det in design["detection"]:
+            weights = (transmission[det["modality"]][rows]
+                       * np.isin(design["organs"], det["organs"])[None, :])
+            for c, ct in cell_types:
+                signal = (ppc[rows, None] * design["dose_cells"][ct]
+                          * np.einsum("sgo,so->sg", cells[:, c], weights) + det["background"])
+                key = ("time_to_undetectable_d", ct, det["region"], None, det["modality"])
+                undetectable.setdefault(key, []).append(
+                    first_undetectable_day(signal, det["lod"]))
+    out.update({key: np.concatenate(days) for key, days in undetectable.items()})
     return out
 
 

@@ -60,3 +60,22 @@ def test_a_ratio_the_model_fixes_at_one_has_no_probability_of_exceeding_one():
     assert lung["median"] == 1.0 and lung["p_gt_1"] is None
     half_life = by_key[("half_life_ratio", "lung")]  # (0.69 / 0.35 > 1 in every draw)
     assert half_life["p_gt_1"] == 1.0
+
+
+def test_detection_times_do_not_depend_on_the_block_size(monkeypatch):
+    """The detection-grid kinetics run in blocks of draws (to bound memory); blocks that do
+    not divide the number of draws give the same draws, in the same order, as one block."""
+    group = _group({"muse": [0.70, 0.03], "msc": [0.92, 0.02]},
+                   {"muse": [0.35, 0.03], "msc": [0.69, 0.35]}, {"muse": 1.0, "msc": 0.05})
+    rng = np.random.default_rng(3)  # a different loss rate in every draw
+    group["loss"] = group["loss"] * rng.lognormal(0.0, 1.0, size=group["loss"].shape)
+    design = _design(["muse", "msc"])
+    monkeypatch.setattr("lanternpk.estimands.GRID_BLOCK_DRAWS", 10_000)
+    whole = estimand_draws(group, design)
+    monkeypatch.setattr("lanternpk.estimands.GRID_BLOCK_DRAWS", 7)
+    blocked = estimand_draws(group, design)
+    assert whole.keys() == blocked.keys()
+    for key, values in whole.items():
+        np.testing.assert_array_equal(blocked[key], values, err_msg=str(key))
+    days = whole[("time_to_undetectable_d", "msc", "lung", None, "in_vivo")]
+    assert days.shape == (20,) and np.unique(days).size > 5  # the draws differ
