@@ -152,10 +152,21 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
             for d, day in enumerate(ENGRAFTED_DAYS):
                 out[("engrafted_fraction", ct, organ, day, None)] = kin["engrafted_fraction"][
                     :, c, d, j]
+    out.update(_undetectable_days(group, design, cell_types, f, r, k, q_ct))
+    return out
+
+
+def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f, r, k,
+                       q_ct) -> dict[tuple, np.ndarray]:
+    """``time_to_undetectable_d`` draws of each cell type × detection region × modality.
+
+    The kinetics on :data:`DETECTION_GRID_D` run in blocks of :data:`GRID_BLOCK_DRAWS`
+    draws; ``f``, ``r``, ``k`` and ``q_ct`` are the stacked draws of :func:`estimand_draws`.
+    """
     ppc = _draws(group, "photons_per_cell")
     transmission = {det["modality"]: _draws(group, f"transmission_{det['modality']}")
                     for det in design["detection"]}  # (draws, organ)
-    undetectable: dict[tuple, list[np.ndarray]] = {}
+    days: dict[tuple, list[np.ndarray]] = {}
     for block in range(0, r.shape[0], GRID_BLOCK_DRAWS):
         rows = slice(block, block + GRID_BLOCK_DRAWS)
         grid = np.broadcast_to(DETECTION_GRID_D, (*r[rows].shape, DETECTION_GRID_D.size))
@@ -170,10 +181,8 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
                 signal = (ppc[rows, None] * design["dose_cells"][ct]
                           * np.einsum("sgo,so->sg", cells[:, c], weights) + det["background"])
                 key = ("time_to_undetectable_d", ct, det["region"], None, det["modality"])
-                undetectable.setdefault(key, []).append(
-                    first_undetectable_day(signal, det["lod"]))
-    out.update({key: np.concatenate(days) for key, days in undetectable.items()})
-    return out
+                days.setdefault(key, []).append(first_undetectable_day(signal, det["lod"]))
+    return {key: np.concatenate(blocks) for key, blocks in days.items()}
 
 
 def _width(x: np.ndarray, log: bool) -> float:
