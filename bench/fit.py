@@ -91,8 +91,7 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
     same process would skip). The clock starts after the imports, as in :func:`_one_fit`.
     JAX's persistent compilation cache is off unless ``cache`` names its directory."""
     done = subprocess.run([sys.executable, __file__, "--one", sampler, str(n_animals),
-                           str(seed), "--draws", str(draws), "--tune", str(tune)]
-                          + (["--cache"] if cache else []),
+                           str(seed), "--draws", str(draws), "--tune", str(tune)],
                           capture_output=True, text=True,
                           env={**os.environ, CACHE_ENV: str(cache) if cache else "off"})
     if done.returncode != 0:  # record a crash instead of stopping the bench
@@ -217,12 +216,10 @@ def main() -> None:
                         help=argparse.SUPPRESS)  # one fit, printed as JSON (run_fit)
     parser.add_argument("--draws", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tune", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         sampler, animals, seed = args.one
-        if args.cache:
-            enable_compile_cache()
+        enable_compile_cache()  # off unless run_fit named a directory in CACHE_ENV
         print(json.dumps(_one_fit(sampler, int(animals), draws=args.draws, tune=args.tune,
                                   seed=int(seed))))
         return
