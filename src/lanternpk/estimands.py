@@ -164,8 +164,9 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
     draws; ``f``, ``r``, ``k`` and ``q_ct`` are the stacked draws of :func:`estimand_draws`.
     """
     ppc = _draws(group, "photons_per_cell")
-    transmission = {det["modality"]: _draws(group, f"transmission_{det['modality']}")
-                    for det in design["detection"]}  # (draws, organ)
+    weights = [_draws(group, f"transmission_{det['modality']}")
+               * np.isin(design["organs"], det["organs"])[None, :]
+               for det in design["detection"]]  # (draws, organ): 0 outside the region
     days: dict[tuple, list[np.ndarray]] = {}
     for block in range(0, r.shape[0], GRID_BLOCK_DRAWS):
         rows = slice(block, block + GRID_BLOCK_DRAWS)
@@ -174,12 +175,11 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
                             filter_index=design["filter_index"], n_organs=len(design["organs"]),
                             blood_efflux=None if q_ct is None else q_ct[rows]
                             )  # (draws, cell type, grid day, organ)
-        for det in design["detection"]:
-            weights = (transmission[det["modality"]][rows]
-                       * np.isin(design["organs"], det["organs"])[None, :])
+        for det, region_weights in zip(design["detection"], weights, strict=True):
             for c, ct in cell_types:
                 signal = (ppc[rows, None] * design["dose_cells"][ct]
-                          * np.einsum("sgo,so->sg", cells[:, c], weights) + det["background"])
+                          * np.einsum("sgo,so->sg", cells[:, c], region_weights[rows])
+                          + det["background"])
                 key = ("time_to_undetectable_d", ct, det["region"], None, det["modality"])
                 days.setdefault(key, []).append(first_undetectable_day(signal, det["lod"]))
     return {key: np.concatenate(blocks) for key, blocks in days.items()}
