@@ -15,7 +15,8 @@ from typing import Any
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-#: The fit ran, but a convergence check failed (R-hat, ESS, divergences, E-BFMI).
+#: The work ran, but a check failed: a fit's convergence checks (R-hat, ESS, divergences,
+#: E-BFMI, finite draws), or in ``sbc`` a failed fit or a failed uniformity test.
 EXIT_DIAGNOSTICS = 3
 
 

@@ -14,7 +14,8 @@ Schema
     [model]
     name = "muse_vs_msc"
     description = "..."                # optional
-    cell_types = ["muse", "msc"]       # labels used in the data's cell_type column
+    cell_types = ["muse", "msc"]       # labels used in the data's cell_type column; contrasts
+                                       # are ratios of the first over the second listed
     blood = "fast"                     # "fast": blood outflow is an instantaneous split;
                                        # "explicit": blood compartment with a finite efflux rate
     filter = "lung"                    # the one organ that releases live cells back to blood
