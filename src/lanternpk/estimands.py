@@ -135,7 +135,8 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
         The run's design record (see :func:`lanternpk.fit.design_record`): cell types
         (those in the data; parameters are taken by the group's ``cell_type`` coordinate),
         organs, filter index, dose per cell type, and per region × modality the organs it
-        sees, its LOD and background (photons/s).
+        sees, its LOD and background (photons/s; ``None`` where the model estimates it, and
+        then each draw uses its own ``log_background`` of the region × modality's group).
     """
     f = _draws(group, "first_pass")
     r = _draws(group, "release")
@@ -167,6 +168,7 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
     weights = [_draws(group, f"transmission_{det['modality']}")
                * np.isin(design["organs"], det["organs"])[None, :]
                for det in design["detection"]]  # (draws, organ): 0 outside the region
+    backgrounds = [_background_draws(group, det, r.shape[0]) for det in design["detection"]]
     days: dict[tuple, list[np.ndarray]] = {}
     for block in range(0, r.shape[0], GRID_BLOCK_DRAWS):
         rows = slice(block, block + GRID_BLOCK_DRAWS)
@@ -175,14 +177,30 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
                             filter_index=design["filter_index"], n_organs=len(design["organs"]),
                             blood_efflux=None if q_ct is None else q_ct[rows]
                             )  # (draws, cell type, grid day, organ)
-        for det, region_weights in zip(design["detection"], weights, strict=True):
+        for det, region_weights, background in zip(design["detection"], weights, backgrounds,
+                                                   strict=True):
             for c, ct in cell_types:
                 signal = (ppc[rows, None] * design["dose_cells"][ct]
                           * np.einsum("sgo,so->sg", cells[:, c], region_weights[rows])
-                          + det["background"])
+                          + background[rows])
                 key = ("time_to_undetectable_d", ct, det["region"], None, det["modality"])
                 days.setdefault(key, []).append(first_undetectable_day(signal, det["lod"]))
     return {key: np.concatenate(blocks) for key, blocks in days.items()}
+
+
+def _background_draws(group, detection: dict, n_draws: int) -> np.ndarray:
+    """Background of one region × modality, photons/s, shaped (draws, 1).
+
+    The design's number where the data gave one; otherwise the draws of the model's
+    ``log_background`` for the region × modality's group, so that the uncertainty of an
+    estimated background reaches ``time_to_undetectable_d``.
+    """
+    if detection["background"] is not None:
+        return np.full((n_draws, 1), float(detection["background"]))
+    if "log_background" not in group:
+        raise ValueError(f"{detection['region']}/{detection['modality']}: the design has no "
+                         "background and the draws have no log_background")
+    return np.exp(_draws(group, "log_background")[:, detection["group"], None])
 
 
 def _width(x: np.ndarray, log: bool) -> float:

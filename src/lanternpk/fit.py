@@ -74,7 +74,8 @@ def design_record(spec: ModelSpec, obs: pd.DataFrame, data: ModelData) -> dict:
 
     Per cell type the dose is the median dose of its animals (cells); per region × modality
     the LOD and background are medians over its ROIs (photons/s). Background is
-    ``None`` where the model estimates it (no ``background`` column).
+    ``None`` where the model estimates it (no ``background`` column); the estimands then
+    take each posterior draw's own background.
     """
     animal_doses = obs.groupby(["cell_type", "study", "animal"], sort=False)["dose_cells"].first()
     dose = {ct: float(animal_doses[ct].median())
@@ -94,18 +95,6 @@ def design_record(spec: ModelSpec, obs: pd.DataFrame, data: ModelData) -> dict:
             "organs": list(spec.organs), "filter_index": spec.filter_index,
             "explicit_blood": spec.explicit_blood, "dose_cells": dose,
             "detection": detection}
-
-
-def _resolve_estimated_background(design: dict, idata: az.InferenceData) -> dict:
-    """Fill estimated backgrounds with their posterior medians (photons/s)."""
-    if "log_background" not in idata.posterior:
-        return design
-    log_bg = idata.posterior["log_background"].values.reshape(
-        -1, idata.posterior["log_background"].shape[-1])
-    for det in design["detection"]:
-        if det["background"] is None:
-            det["background"] = float(np.exp(np.median(log_bg[:, det["group"]])))
-    return design
 
 
 @dataclass
@@ -174,14 +163,15 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     start = time.perf_counter()
     model = build_model(spec, data, calibration)
     idata = sample(model, settings, progressbar=progressbar and sys.stderr.isatty())
-    reported = REPORTED_PARAMETERS + (["blood_efflux"] if spec.explicit_blood else [])
+    reported = (REPORTED_PARAMETERS + (["blood_efflux"] if spec.explicit_blood else [])
+                + (["log_background"] if data.background is None else []))
     prior = sample_prior(model, reported, draws=PRIOR_DRAWS, seed=settings.seed + 1)
     idata.extend(prior)
     wall_s = time.perf_counter() - start
 
     free = [rv.name for rv in model.free_RVs]
     diagnostics = check_convergence(idata, free)
-    design = _resolve_estimated_background(design_record(spec, obs, data), idata)
+    design = design_record(spec, obs, data)
     provenance = {
         "data_file": str(data_path), "data_sha256": file_sha256(data_path),
         "spec_file": str(spec_path), "spec_sha256": file_sha256(spec_path),

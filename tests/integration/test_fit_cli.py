@@ -95,3 +95,28 @@ def test_explicit_blood_spec_fits_and_summarizes(root, tmp_path, capsys):
     assert main(["summarize", str(out), "--json"]) == rc
     summary = json.loads(capsys.readouterr().out)
     assert {e["name"] for e in summary["estimands"]} >= {"homing_fraction", "half_life_d"}
+
+
+def test_estimated_backgrounds_reach_the_detection_times(fit_bundled, root, tmp_path, capsys):
+    """Data without a ``background`` column: the model estimates one per region × modality,
+    the run's design leaves it open, and the prior draws carry it for the width ratios."""
+    import arviz as az
+    import pandas as pd
+
+    data = tmp_path / "no_background.csv"
+    pd.read_csv(root / "data/als_mouse/observations.csv").drop(columns="background").to_csv(
+        data, index=False)
+    out = tmp_path / "run"
+    rc = fit_bundled(out, draws=60, tune=60, data=data)
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
+    idata = az.from_netcdf(out / "posterior.nc")
+    design = json.loads(idata.attrs["lanternpk_design"])
+    assert all(det["background"] is None for det in design["detection"])
+    assert "log_background" in idata.posterior and "log_background" in idata.prior
+    capsys.readouterr()
+    assert main(["summarize", str(out), "--json"]) == rc
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == json.loads((out / "summary.json").read_text())
+    days = [e for e in summary["estimands"] if e["name"] == "time_to_undetectable_d"]
+    # width ratios from prior draws of the background (null only where < 10 draws are finite)
+    assert days and any(e["posterior_prior_width_ratio"] is not None for e in days)

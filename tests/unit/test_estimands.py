@@ -1,8 +1,10 @@
-"""Estimands from parameter draws: cell-type lookup and fixed ratios (deterministic)."""
+"""Estimands from parameter draws: cell-type lookup, fixed ratios, detection-grid blocks and
+estimated backgrounds (deterministic)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from lanternpk.estimands import estimand_draws, summarize_estimands
@@ -79,3 +81,30 @@ def test_detection_times_do_not_depend_on_the_block_size(monkeypatch):
         np.testing.assert_array_equal(blocked[key], values, err_msg=str(key))
     days = whole[("time_to_undetectable_d", "msc", "lung", None, "in_vivo")]
     assert days.shape == (20,) and np.unique(days).size > 5  # the draws differ
+
+
+def test_an_estimated_background_enters_each_draw_of_the_detection_time():
+    """Without a background in the design, draw d uses exp(log_background[d]) of the region's
+    group: the same day as a design that gives that draw's background as a number."""
+    group = _group({"muse": [0.70, 0.03]}, {"muse": [0.35, 0.03]}, {"muse": 1.0})
+    log_bg = np.log(np.linspace(1e3, 9.5e3, 20))  # up to just below the LOD of 1e4
+    group["log_background"] = (("chain", "draw", "background_group"),
+                               np.stack([np.full(20, 50.0), log_bg], axis=-1)[None])
+    design = _design(["muse"])
+    design["detection"][0].update(background=None, group=1)
+    key = ("time_to_undetectable_d", "muse", "lung", None, "in_vivo")
+    days = estimand_draws(group, design)[key]
+    for d in range(20):
+        fixed = _design(["muse"])
+        fixed["detection"][0]["background"] = float(np.exp(log_bg[d]))
+        one_draw = group.isel(draw=[d]).drop_vars("log_background")
+        assert days[d] == estimand_draws(one_draw, fixed)[key][0], d
+    assert np.all(np.diff(days) >= 0) and days[-1] > days[0]  # more background, seen longer
+
+
+def test_a_design_without_background_needs_background_draws():
+    group = _group({"muse": [0.70, 0.03]}, {"muse": [0.35, 0.03]}, {"muse": 1.0})
+    design = _design(["muse"])
+    design["detection"][0]["background"] = None
+    with pytest.raises(ValueError, match=r"lung/in_vivo.*log_background"):
+        estimand_draws(group, design)
