@@ -7,6 +7,10 @@ from pathlib import Path
 
 #: Seeds are one 32-bit word: what every random number generator used here accepts.
 SEED_LIMIT = 2**32
+#: Most chains of one fit. JAX samplers run each chain on its own XLA device, and the device
+#: count goes to XLA as a flag before anything else is checked; XLA aborts, printing its whole
+#: flag list, on a count it cannot parse.
+MAX_CHAINS = 256
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -22,6 +26,14 @@ def _int_at_least(text: str, minimum: int) -> int:
 def positive_int(text: str) -> int:
     """An integer ≥ 1 (counts of draws, fits, workers)."""
     return _int_at_least(text, 1)
+
+
+def chain_count(text: str) -> int:
+    """A number of chains: an integer in [1, MAX_CHAINS]."""
+    value = _int_at_least(text, 1)
+    if value > MAX_CHAINS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CHAINS}, got {value}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -42,8 +54,12 @@ def not_a_file(path: str | Path, what: str = "") -> str:
 
     ``what`` names the file's role, e.g. "spec " gives "no such spec file: P".
     """
+    if str(path) == "":
+        return f"an empty path is not a {what}file"
     if Path(path).is_dir():
         return f"{path} is a directory, not a {what}file"
+    if Path(path).exists():
+        return f"{path} is not a regular {what}file (a device, a pipe or a socket)"
     return f"no such {what}file: {path}"
 
 
@@ -94,6 +110,6 @@ def output_path(text: str) -> Path:
 def existing_file(text: str) -> Path:
     """A path to an existing regular file."""
     path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(not_a_file(path))
+    if text == "" or not path.is_file():  # Path("") is "."
+        raise argparse.ArgumentTypeError(not_a_file(text))
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lanternpk import __version__
 from lanternpk.argtypes import (
+    chain_count,
     existing_file,
     non_negative_int,
     output_path,
@@ -28,6 +29,7 @@ from lanternpk.errors import (
     UsageError,
     UserError,
     load_all,
+    printable,
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["numpyro", "nutpie", "pymc", "blackjax"],
                    help="NUTS implementation (default: %(default)s; nutpie and blackjax are "
                    "in the [samplers] extra)")
-    p.add_argument("--chains", type=positive_int, default=4,
+    p.add_argument("--chains", type=chain_count, default=4,
                    help="number of chains (default: %(default)s)")
     p.add_argument("--draws", type=positive_int, default=1000,
                    help="posterior draws per chain after tuning (default: %(default)s)")
@@ -237,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: Commands whose JAX programs JAX's persistent compilation cache keeps (compile_cache.py).
 #: Not sbc: each of its fits has its own simulated data, compiled into its own program.
 _COMPILING_COMMANDS = frozenset({"fit", "demo", "ppc", "compare"})
+#: Characters an error message may lay itself out with; others from a user's file are escaped.
+_LAYOUT = "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,11 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except DataError as err:
         for problem in err.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {printable(str(problem), keep=_LAYOUT)}", file=sys.stderr)
         print(f"lanternpk {args.command}: {len(err.problems)} problem(s) found", file=sys.stderr)
         return err.exit_code
     except UserError as err:
-        print(f"lanternpk {args.command}: error: {err}", file=sys.stderr)
+        print(f"lanternpk {args.command}: error: {printable(str(err), keep=_LAYOUT)}",
+              file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a file or directory that cannot be read or written
         where = f": {err.filename}" if err.filename else ""

@@ -57,12 +57,21 @@ class Problem:
         if self.line is not None:
             where.append(f"line {self.line}")
         if self.column is not None:
-            where.append(f"column '{self.column}'")
+            where.append(f"column '{printable(self.column)}'")
         if self.key is not None:
-            where.append(f"key '{self.key}'")
+            where.append(f"key '{printable(self.key)}'")
         if self.value is not None:
             where.append(f"value {self.value!r}")
         return f"{', '.join(where)}: {self.message}"
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` with control and invisible characters as escapes (``\\x1b``), except ``keep``.
+
+    For text from a user's file on a terminal: an escape sequence in a column name or a
+    spec's labels would otherwise move the cursor or clear the screen.
+    """
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

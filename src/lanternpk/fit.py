@@ -37,6 +37,7 @@ from lanternpk.io import (
     staging_directory,
 )
 from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
+from lanternpk.run_records import run_record_problems
 from lanternpk.spec import ModelSpec, load_spec
 
 POSTERIOR_FILE = "posterior.nc"
@@ -255,8 +256,12 @@ def require_run(run_dir: Path, *, writable: bool = False) -> Path:
         ``run_dir`` holds no ``posterior.nc``, or is not writable when that is asked for.
     """
     posterior = Path(run_dir) / POSTERIOR_FILE
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir} is not a lanternpk run: "
+                         + ("no such directory" if not Path(run_dir).exists() else
+                            "not a directory"))
     if not posterior.is_file():
-        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE})")
+        raise UsageError(f"{run_dir} is not a lanternpk run (no {POSTERIOR_FILE} file in it)")
     if writable:
         check_writable(run_dir, what=f"write into the run {run_dir}")
     return posterior
@@ -282,32 +287,12 @@ def load_run(run_dir: Path, *, spec_path: Path | None = None, data_path: Path | 
     except (OSError, ValueError, TypeError) as err:  # unreadable NetCDF, broken JSON
         raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior}: "
                          f"{type(err).__name__}: {err}") from None
-    missing = _missing_run_parts(idata, provenance, design, diagnostics)
-    if missing:
-        raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior} lacks "
-                         + ", ".join(missing))
+    problems = run_record_problems(idata, provenance, design, diagnostics)
+    if problems:
+        raise UsageError(f"{run_dir} is not a readable lanternpk run: {posterior}: "
+                         + "; ".join(problems))
     _check_inputs(run_dir, provenance, spec_path=spec_path, data_path=data_path)
     return idata, design, provenance
-
-
-#: What later commands read from a run's records (``lanternpk fit`` writes all of them).
-_RUN_RECORD_KEYS = {
-    "provenance": ("data_file", "data_sha256", "spec_file", "spec_sha256", "sampler"),
-    "design": ("spec", "cell_types", "organs", "filter_index", "explicit_blood", "dose_cells",
-               "detection"),
-    "diagnostics": ("passed", "checks"),
-}
-
-
-def _missing_run_parts(idata: az.InferenceData, *records: object) -> list[str]:
-    """The groups and record keys a run must have and does not (a hand-edited file)."""
-    missing = [f"the {group} group" for group in ("posterior",) if group not in idata.groups()]
-    for (name, keys), record in zip(_RUN_RECORD_KEYS.items(), records, strict=True):
-        if not isinstance(record, dict):
-            missing.append(f"a {name} record (found {type(record).__name__})")
-            continue
-        missing += [f"'{key}' in its {name} record" for key in keys if key not in record]
-    return missing
 
 
 def _check_inputs(run_dir: Path, provenance: dict, *, spec_path: Path | None,

@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanternpk import __version__
 from lanternpk.argtypes import (
+    chain_count,
     non_negative_int,
     not_a_file,
     output_path,
@@ -937,7 +938,7 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=random_seed, default=SbcSettings.seed,
                    help="campaign seed; the prior draws, each fit and the tests derive "
                    "their seeds from it (default: %(default)s)")
-    p.add_argument("--chains", type=positive_int, default=SbcSettings.chains,
+    p.add_argument("--chains", type=chain_count, default=SbcSettings.chains,
                    help="chains per fit (default: %(default)s)")
     p.add_argument("--tune", type=non_negative_int, default=SbcSettings.tune,
                    help="tuning iterations per chain of each fit (default: %(default)s)")

@@ -101,6 +101,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -152,7 +153,17 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _IDENTIFIER = "must be an identifier (a letter, then letters, digits or '_')"
 _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+def _printable(text: str) -> str:
+    """Free text of a spec is printed (summaries, errors): no control characters in it."""
+    if not text.isprintable():
+        raise ValueError("holds a control or invisible character (a tab, line break, escape "
+                         "or non-breaking space)")
+    return text
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
+                 AfterValidator(_printable)]
 Number = StrictFloat
 
 #: Largest prior sigma on a log scale: 10 already gives a 90% prior range of a factor 1.4e7
@@ -261,7 +272,7 @@ class ModelSection(BaseModel):
     model_config = _CONFIG
 
     name: Text
-    description: str = ""
+    description: Annotated[str, AfterValidator(_printable)] = ""
     cell_types: tuple[str, ...] = Field(min_length=1)
     blood: Literal["fast", "explicit"]
     filter: str
@@ -274,7 +285,7 @@ class Compartment(BaseModel):
 
     name: str
     kind: Literal["blood", "organ", "sink"]
-    description: str = ""
+    description: Annotated[str, AfterValidator(_printable)] = ""
 
 
 class Flow(BaseModel):

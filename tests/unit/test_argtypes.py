@@ -39,6 +39,8 @@ def test_seed_out_of_range_is_a_usage_error(root, monkeypatch, tmp_path, capsys,
 
 @pytest.mark.parametrize(("option", "value", "reason"), [
     ("--chains", "0", "must be at least 1, got 0"),
+    # more than XLA's device-count flag can take aborted the process with its flag list
+    ("--chains", "99999999999999999999", "must be at most 256, got 99999999999999999999"),
     ("--draws", "-5", "must be at least 1, got -5"),
     ("--tune", "-1", "must be at least 0, got -1"),
 ])
@@ -58,6 +60,9 @@ def test_sampler_settings_allow_zero_tuning_but_not_negative():
         SamplerSettings(tune=-1)
     with pytest.raises(UsageError, match=r"--seed must be at least 0 and below 2\*\*32"):
         SamplerSettings(seed=-3)
+    assert SamplerSettings(chains=256).chains == 256
+    with pytest.raises(UsageError, match="--chains must be at most 256, got 257"):
+        SamplerSettings(chains=257)
 
 
 @pytest.mark.parametrize(("option", "value", "reason"), [
@@ -103,3 +108,27 @@ def test_output_path_checks_only_what_is_above_it(tmp_path, monkeypatch):
                        match=r"^cannot write afile\.txt/x\.csv: afile\.txt is a file, not a "
                              r"directory$"):
         output_path("afile.txt/x.csv")
+
+
+def test_an_input_that_is_no_regular_file_is_named_for_what_it_is(tmp_path, capsys):
+    """/dev/null and a FIFO exist (not "no such file"); an empty argument is not ".". """
+    import os
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for path, reason in (("/dev/null", "/dev/null is not a regular file"),
+                         (str(fifo), f"{fifo} is not a regular file"),
+                         ("", "an empty path is not a file"),
+                         (str(tmp_path / "none.csv"), f"no such file: {tmp_path / 'none.csv'}")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["validate", path])
+        assert exit_.value.code == 2 and reason in capsys.readouterr().err
+
+
+def test_a_run_directory_that_does_not_exist_is_named_so(tmp_path, capsys):
+    assert main(["summarize", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} is not a lanternpk run: no such directory" in \
+        capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["summarize", str(tmp_path / "file")]) == 2
+    assert "is not a lanternpk run: not a directory" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lanternpk.cli import main
-from lanternpk.errors import EXIT_USAGE, UsageError
+from lanternpk.errors import EXIT_INVALID, EXIT_USAGE, UsageError
 from lanternpk.io import check_replaceable_directory, replace_directory
 
 DATA = "data/als_mouse/observations.csv"
@@ -238,7 +238,9 @@ def test_hand_edited_run_records_are_a_clear_error(tmp_path, capsys, command):
     assert main(args) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "lacks the posterior group, a provenance record (found list), 'spec'" in err
+    assert ("it has no posterior group; its provenance record is not a JSON object (found "
+            "list); its design record lacks 'spec', 'cell_types'") in err
+    assert "its diagnostics record lacks 'rhat_max'" in err
 
 
 def test_fit_overwrite_refuses_a_run_holding_the_users_files(tmp_path, capsys, root):
@@ -287,3 +289,21 @@ def test_import_livingimage_refuses_a_directory_as_out(tmp_path, capsys, root):
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE and "it is a directory, not a file" in err
     assert "Traceback" not in err and not any(out.iterdir())
+
+
+def test_terminal_escapes_from_a_users_file_are_printed_escaped(root, tmp_path, capsys):
+    """A column name or spec key holding an escape sequence (which would clear the screen)
+    is shown as ``\\x1b``, in the location part of an error as in its message."""
+    header, *rows = (root / "data/als_mouse/observations.csv").read_text().splitlines()
+    data = tmp_path / "obs.csv"
+    data.write_text("\n".join([header + ",\x1b[2Jx,\x1b[2Jx", *(r + ",1,2" for r in rows)]))
+    spec = tmp_path / "spec.toml"
+    spec.write_text((root / "models/muse_vs_msc.toml").read_text().replace(
+        'blood = "fast"', 'blood = "fast"\n"\\u001b[2Jevil" = 1', 1))
+    assert main(["validate", str(data)]) == EXIT_INVALID
+    assert main(["validate", str(root / "data/als_mouse/observations.csv"),
+                 "--model", str(spec)]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    assert "column '\\x1b[2Jx': column name repeated" in err
+    assert "key 'model.\\x1b[2Jevil'" in err

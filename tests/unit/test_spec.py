@@ -574,3 +574,18 @@ def test_first_pass_medians_must_leave_a_remainder(lung: float, femur: float) ->
     else:
         with pytest.raises(DataError, match="first-pass fractions cannot sum to ≤ 1"):
             parse_spec(text, file="h.toml")
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('name = "muse_vs_msc"', 'name = "x\\u001b[2J\\u001b[Hfake\\nall good"', "model.name"),
+    ('description = "Cell-type', 'description = "\\u001b[31mCell-type', "model.description"),
+])
+def test_spec_text_that_is_printed_holds_no_control_characters(old, new, key):
+    """A terminal escape in a spec's name would clear the screen of whoever validates it."""
+    text = (MODELS / "muse_vs_msc.toml").read_text()
+    assert old in text
+    with pytest.raises(DataError) as err:
+        parse_spec(text.replace(old, new, 1), file="spec.toml")
+    (problem,) = err.value.problems
+    assert problem.key == key and "control or invisible character" in problem.message
+    assert "\x1b" not in str(problem)
