@@ -28,6 +28,7 @@ from lanternpk.errors import (
     DataError,
     UsageError,
     UserError,
+    format_problems,
     load_all,
     printable,
 )
@@ -260,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DataError as err:
-        for problem in err.problems:
-            print(f"error: {printable(str(problem), keep=_LAYOUT)}", file=sys.stderr)
+        for line in format_problems(err.problems):
+            print(f"error: {printable(line, keep=_LAYOUT)}", file=sys.stderr)
         print(f"lanternpk {args.command}: {len(err.problems)} problem(s) found", file=sys.stderr)
         return err.exit_code
     except UserError as err:

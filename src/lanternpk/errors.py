@@ -1,6 +1,7 @@
 """User-facing errors: what went wrong, where, and which exit status to use.
 
-A user error is printed as one line per problem, never as a traceback. Exit status 1 means
+A user error is printed as one line per problem (the same problem in many rows folded into a
+count), never as a traceback. Exit status 1 means
 the data (or a spec) is invalid, 2 means the command was used wrongly (missing file, bad flag,
 an output location that cannot be written or would destroy other files).
 """
@@ -8,7 +9,7 @@ an output location that cannot be written or would destroy other files).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,32 @@ class Problem:
         if self.value is not None:
             where.append(f"value {self.value!r}")
         return f"{', '.join(where)}: {self.message}"
+
+
+#: Problems with the same file, column, key and message printed before the rest are counted.
+SHOWN_PER_KIND = 3
+
+
+def format_problems(problems: Sequence[Problem]) -> list[str]:
+    """One line per problem, the same problem in many rows folded into a count.
+
+    A systematic error (a wrong kind of file, a label the spec lacks) repeats one message on
+    every row; after :data:`SHOWN_PER_KIND` of them one line says how many more rows have
+    it and where they end, in the order first found.
+    """
+    kinds: dict[tuple, list[Problem]] = {}
+    for problem in problems:
+        key = (problem.file, problem.column, problem.key, problem.message)
+        kinds.setdefault(key, []).append(problem)
+    lines = []
+    for (file, column, _, message), same in kinds.items():
+        lines += [str(p) for p in same[:SHOWN_PER_KIND]]
+        if rest := same[SHOWN_PER_KIND:]:
+            rows = [p.row for p in rest if p.row is not None]
+            last = f", the last in row {max(rows)}" if rows else ""
+            where = f"{file}, column '{printable(column)}'" if column is not None else file
+            lines.append(f"{where}: {len(rest)} more with the same problem{last} ({message})")
+    return lines
 
 
 def printable(text: str, *, keep: str = "") -> str:

@@ -307,3 +307,20 @@ def test_terminal_escapes_from_a_users_file_are_printed_escaped(root, tmp_path, 
     assert "\x1b" not in err
     assert "column '\\x1b[2Jx': column name repeated" in err
     assert "key 'model.\\x1b[2Jevil'" in err
+
+
+def test_one_problem_on_every_row_is_shown_three_times_then_counted(root, tmp_path, capsys):
+    """A label the spec lacks on all of a cell type's rows: not one line per row."""
+    text = (root / "data/als_mouse/observations.csv").read_text()
+    data = tmp_path / "obs.csv"
+    data.write_text(text.replace(",muse,", ",neuron,"))
+    n_rows = text.count(",muse,")
+    assert main(["validate", str(data), "--model",
+                 str(root / "models/muse_vs_msc.toml")]) == EXIT_INVALID
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 5, lines
+    assert all("value 'neuron': cell type not in spec" in line for line in lines[:3])
+    assert lines[3].startswith(f"error: {data}, column 'cell_type': {n_rows - 3} more with the "
+                               "same problem, the last in row ")
+    assert "(cell type not in spec muse_vs_msc" in lines[3]
+    assert lines[4] == f"lanternpk validate: {n_rows} problem(s) found"
