@@ -171,6 +171,19 @@ Number = StrictFloat
 MAX_LOG_SIGMA = 10.0
 #: A prior's sigma where the quantity is on a log scale (all of this model's priors).
 LogSigma = Annotated[StrictFloat, Field(gt=0, le=MAX_LOG_SIGMA)]
+#: Range of a prior median on a log scale, in its units: with |log median| ≤ 230 and sigma
+#: ≤ MAX_LOG_SIGMA a prior draw overflows or underflows float64 (e^±709) only beyond 47 sds.
+MIN_MEDIAN, MAX_MEDIAN = 1e-100, 1e100
+
+
+def _log_scale_median(median: float) -> float:
+    if not MIN_MEDIAN <= median <= MAX_MEDIAN:
+        raise ValueError(f"must be within [{MIN_MEDIAN:g}, {MAX_MEDIAN:g}] (a median on a log "
+                         "scale; prior draws beyond it overflow)")
+    return median
+
+
+LogMedian = Annotated[Number, AfterValidator(_log_scale_median)]
 
 
 class LogNormal(BaseModel):
@@ -179,7 +192,7 @@ class LogNormal(BaseModel):
     Parameters
     ----------
     median : float
-        Median of X, > 0, in ``units``.
+        Median of X, in [1e-100, 1e100], in ``units``.
     sigma : float
         Standard deviation of log X, in (0, 10] (dimensionless).
     units, source : str
@@ -189,7 +202,7 @@ class LogNormal(BaseModel):
     model_config = _CONFIG
 
     dist: Literal["lognormal"]
-    median: Number = Field(gt=0)
+    median: LogMedian = Field(gt=0)
     sigma: LogSigma
     units: Text
     source: Text
@@ -201,7 +214,7 @@ class LogRatioNormal(BaseModel):
     Parameters
     ----------
     median : float
-        Prior median of the fraction of blood outflow, in (0, 1).
+        Prior median of the fraction of blood outflow, in [1e-100, 1).
     sigma : float
         Standard deviation of ``log(f_j / f_other)``, in (0, 10] (dimensionless).
     units, source : str
@@ -211,7 +224,7 @@ class LogRatioNormal(BaseModel):
     model_config = _CONFIG
 
     dist: Literal["logratio_normal"]
-    median: Number = Field(gt=0, lt=1)
+    median: LogMedian = Field(gt=0, lt=1)
     sigma: LogSigma
     units: Text
     source: Text

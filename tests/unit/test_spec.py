@@ -589,3 +589,15 @@ def test_spec_text_that_is_printed_holds_no_control_characters(old, new, key):
     (problem,) = err.value.problems
     assert problem.key == key and "control or invisible character" in problem.message
     assert "\x1b" not in str(problem)
+
+
+@pytest.mark.parametrize("median", ["1e300", "1e-320"])
+def test_a_prior_median_whose_draws_would_overflow_is_refused(median):
+    """sigma is capped at 10 so that exponentiated prior draws stay finite; the median too."""
+    text = (MODELS / "muse_vs_msc.toml").read_text()
+    assert text.count("median = 0.35,") >= 1
+    with pytest.raises(DataError) as err:
+        parse_spec(text.replace("median = 0.35,", f"median = {median},", 1), file="spec.toml")
+    (problem,) = err.value.problems
+    assert problem.key == "priors.loss.lung.muse.median"
+    assert problem.message.startswith("must be within [1e-100, 1e+100]")
