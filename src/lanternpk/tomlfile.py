@@ -161,6 +161,9 @@ def plain_message(item: dict) -> str:
         return message
     if kind == "value_error":
         return message.removeprefix("Value error, ")
+    if kind == "too_short":  # "List should have at least 1 item after validation, not 0"
+        least = item.get("ctx", {}).get("min_length")
+        return f"must hold at least {least} item{'s' if least != 1 else ''}" if least else message
     return re.sub(r"^Input should be\s*", "must be ", message)
 
 

@@ -601,3 +601,10 @@ def test_a_prior_median_whose_draws_would_overflow_is_refused(median):
     (problem,) = err.value.problems
     assert problem.key == "priors.loss.lung.muse.median"
     assert problem.message.startswith("must be within [1e-100, 1e+100]")
+
+
+def test_an_empty_cell_type_list_is_refused_in_plain_words():
+    text = (MODELS / "muse_vs_msc.toml").read_text()
+    with pytest.raises(DataError) as err:
+        parse_spec(text.replace('cell_types = ["muse", "msc"]', "cell_types = []", 1))
+    assert str(err.value.problems[0]).endswith("key 'model.cell_types': must hold at least 1 item")
