@@ -15,6 +15,9 @@ from lanternpk.solver.closed_form import homing_fraction, organ_cells
 ENGRAFTED_DAYS = (1.0, 3.0, 7.0, 14.0, 28.0, 56.0)
 #: Daily grid on which `time_to_undetectable_d` is searched, days.
 DETECTION_GRID_D = np.arange(0.0, 366.0)
+#: Where interval widths are compared, a detection time beyond the grid (inf: still
+#: detectable on its last day) counts as the day after it: censored at the horizon.
+BEYOND_GRID_D = float(DETECTION_GRID_D[-1] + 1)
 #: Draws per block of the kinetics on :data:`DETECTION_GRID_D`: each intermediate array is
 #: then at most 256 × cell types × 366 days × organs float64 (~6 MB for 2 × 4), however many
 #: draws a posterior has (all at once, 4000 draws took ~660 MiB and 2.6 s).
@@ -203,13 +206,44 @@ def _background_draws(group, detection: dict, n_draws: int) -> np.ndarray:
     return np.exp(_draws(group, "log_background")[:, detection["group"], None])
 
 
-def _width(x: np.ndarray, log: bool) -> float:
-    x = x[np.isfinite(x)]
-    if x.size < 10 or (log and np.any(x <= 0)):
+def _width(x: np.ndarray, *, log: bool, on_grid: bool = False) -> float:
+    """Width of the equal-tailed 90% interval of draws, of their logs when ``log``.
+
+    ``on_grid`` (detection days): an infinite draw counts as :data:`BEYOND_GRID_D`, censored
+    at the horizon as the reported quantiles treat it, and quantiles are draws. NaN where
+    the width is undefined: fewer than 10 draws, a NaN or (off the grid) infinite draw, or on
+    the log scale an interval reaching 0. Quantiles are taken before the log, so that a few
+    draws that underflowed to 0 leave the width defined.
+    """
+    x = np.asarray(x, dtype=float)
+    if on_grid:
+        x = np.where(np.isposinf(x), BEYOND_GRID_D, x)
+    if x.size < 10 or not np.isfinite(x).all():
         return float("nan")
-    x = np.log(x) if log else x
-    lo, hi = np.quantile(x, [0.05, 0.95])
-    return float(hi - lo)
+    lo, hi = np.quantile(x, [0.05, 0.95], method="inverted_cdf" if on_grid else "linear")
+    if not log:
+        return float(hi - lo)
+    return float(np.log(hi) - np.log(lo)) if lo > 0 else float("nan")
+
+
+def _width_ratio(posterior: np.ndarray, prior: np.ndarray | None, *, log: bool,
+                 on_grid: bool = False) -> float:
+    """Posterior over prior 90%-interval width; 1 when both are a point (the data changed
+    nothing); NaN without prior draws or where a width is undefined."""
+    if prior is None:
+        return float("nan")
+    prior_width = _width(prior, log=log, on_grid=on_grid)
+    posterior_width = _width(posterior, log=log, on_grid=on_grid)
+    if prior_width > 0:
+        return posterior_width / prior_width
+    if prior_width == 0 and posterior_width == 0:
+        return 1.0
+    return float("nan")
+
+
+def _barely(width_ratio: float) -> bool | None:
+    """Barely informed (ratio above :data:`BARELY_INFORMED_RATIO`); ``None``: cannot tell."""
+    return bool(width_ratio > BARELY_INFORMED_RATIO) if np.isfinite(width_ratio) else None
 
 
 def _quantiles(x: np.ndarray, *, on_grid: bool = False) -> dict:
@@ -247,7 +281,8 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
 
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
-    positive quantities). Contrasts: first cell type over second for homing fractions and
+    positive quantities; both ``None`` where the ratio is undefined, e.g. without prior
+    draws). Contrasts: first cell type over second for homing fractions and
     half-lives, with P(ratio > 1) (``None`` for a ratio the model fixes at 1), and the same
     two fields (the prior's ratio of the two estimands' prior draws as reference); a ratio
     is also marked barely informed when its numerator or denominator is, since it then
@@ -258,19 +293,12 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     estimands = []
     for key, draws in post.items():
         name, ct, region, time_d, modality = key
-        log = name != "time_to_undetectable_d"
-        ratio = float("nan")
-        prior_width = _width(pri[key], log) if key in pri else float("nan")
-        posterior_width = _width(draws, log)
-        if prior_width > 0:
-            ratio = posterior_width / prior_width
-        elif prior_width == 0 and posterior_width == 0:
-            ratio = 1.0  # prior and posterior both a point: the data changed nothing
-        record = {"name": name, "cell_type": ct, "region": region, "time_d": time_d,
-                  "modality": modality, **_quantiles(draws, on_grid=not log),
-                  "posterior_prior_width_ratio": _num(ratio),
-                  "barely_informed": bool(np.isfinite(ratio) and ratio > BARELY_INFORMED_RATIO)}
-        estimands.append(record)
+        on_grid = name == "time_to_undetectable_d"
+        ratio = _width_ratio(draws, pri.get(key), log=not on_grid, on_grid=on_grid)
+        estimands.append({"name": name, "cell_type": ct, "region": region, "time_d": time_d,
+                          "modality": modality, **_quantiles(draws, on_grid=on_grid),
+                          "posterior_prior_width_ratio": _num(ratio),
+                          "barely_informed": _barely(ratio)})
     barely = {(e["name"], e["cell_type"], e["region"], e["time_d"], e["modality"]):
               e["barely_informed"] for e in estimands}
     contrasts = []
@@ -282,19 +310,15 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
             for organ in design["organs"]:
                 keys = (name, num, organ, None, None), (name, den, organ, None, None)
                 ratio = post[keys[0]] / post[keys[1]]
-                width_ratio = float("nan")
-                if all(key in pri for key in keys):
-                    prior_width = _width(pri[keys[0]] / pri[keys[1]], True)
-                    if prior_width > 0:
-                        width_ratio = _width(ratio, True) / prior_width
+                prior_ratio = (pri[keys[0]] / pri[keys[1]] if all(key in pri for key in keys)
+                               else None)
+                width_ratio = _width_ratio(ratio, prior_ratio, log=True)
                 contrasts.append({"name": contrast, "region": organ, "numerator": num,
                                   "denominator": den, "median": float(np.median(ratio)),
                                   "q05": float(np.quantile(ratio, 0.05)),
                                   "q95": float(np.quantile(ratio, 0.95)),
                                   "p_gt_1": _p_gt_1(ratio),
                                   "posterior_prior_width_ratio": _num(width_ratio),
-                                  "barely_informed": bool(
-                                      (np.isfinite(width_ratio)
-                                       and width_ratio > BARELY_INFORMED_RATIO)
-                                      or any(barely.get(key, False) for key in keys))})
+                                  "barely_informed": True if any(barely.get(key) for key in keys)
+                                  else _barely(width_ratio)})
     return estimands, contrasts

@@ -32,7 +32,9 @@ def test_one_chain_gets_split_rhat_and_can_pass():
     assert diag["passed"], diag
     assert diag["rhat_max"] is not None
     drift = np.linspace(0.0, 5.0, 2000)[None, :] + np.random.default_rng(2).normal(size=(1, 2000))
-    assert check_convergence(_idata(1, 2000, b=drift), ["a", "b"])["rhat_max"] > 1.1
+    drifting = check_convergence(_idata(1, 2000, b=drift), ["a", "b"])
+    assert drifting["rhat_max"] > 1.1
+    assert not drifting["passed"] and not drifting["checks"]["rhat"]["passed"]
 
 
 def test_non_finite_draw_fails_and_is_named():

@@ -108,3 +108,40 @@ def test_a_design_without_background_needs_background_draws():
     design["detection"][0]["background"] = None
     with pytest.raises(ValueError, match=r"lung/in_vivo.*log_background"):
         estimand_draws(group, design)
+
+
+def _summary_of(posterior_days, prior_days, name="time_to_undetectable_d"):
+    """Width ratio and flag of one estimand from given draws (summarize_estimands' helpers)."""
+    from lanternpk.estimands import _barely, _width_ratio
+
+    on_grid = name == "time_to_undetectable_d"
+    ratio = _width_ratio(np.asarray(posterior_days, float),
+                         None if prior_days is None else np.asarray(prior_days, float),
+                         log=not on_grid, on_grid=on_grid)
+    return ratio, _barely(ratio)
+
+
+def test_detection_days_beyond_the_grid_count_as_censored_in_width_ratios():
+    """Before: the infinite draws ("still detectable on day 365") were dropped, so 16
+    finite posterior draws out of 4000 were compared with the prior's finite ones."""
+    rng = np.random.default_rng(5)
+    prior = np.where(rng.random(4000) < 0.8, np.inf, rng.integers(0, 366, 4000))
+    posterior = np.where(rng.random(4000) < 0.996, np.inf, rng.integers(0, 366, 4000))
+    ratio, barely = _summary_of(posterior, prior)
+    assert ratio == 0.0 and barely is False  # the data put it beyond the horizon
+    ratio, barely = _summary_of(prior[::-1], prior)
+    assert ratio == 1.0 and barely is True
+
+
+def test_a_few_draws_that_underflowed_to_zero_leave_the_width_defined():
+    rng = np.random.default_rng(6)
+    prior = rng.lognormal(-5.0, 3.0, 4000)
+    prior[:3] = 0.0  # e.g. engrafted fractions of very fast loss rates, below float64
+    posterior = rng.lognormal(-5.0, 0.3, 4000)
+    ratio, barely = _summary_of(posterior, prior, name="engrafted_fraction")
+    assert 0.05 < ratio < 0.15 and barely is False
+
+
+def test_without_prior_draws_barely_informed_is_unknown_not_false():
+    ratio, barely = _summary_of(np.linspace(1.0, 2.0, 100), None, name="half_life_d")
+    assert np.isnan(ratio) and barely is None
