@@ -809,6 +809,7 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
         t = tests["quantities"][name]
         quantities_out.append({"name": name, "family": name.split("[", 1)[0],
                                "chi_square_p": t["chi_square"]["p_value"],
+                               "chi_square_p_asymptotic": t["chi_square"]["p_value_asymptotic"],
                                "chi_square_statistic": t["chi_square"]["statistic"],
                                "chi_square_counts": t["chi_square"]["counts"],
                                "ecdf_p": t["ecdf"]["p_value"], "failed": t["failed"]})
@@ -817,8 +818,8 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
         "n_requested": n, "n_ok": len(indices), "n_failed": len(failed),
         "n_missing": len(missing), "n_draws": n_draws, "n_quantities": len(names),
         "alpha": alpha, "per_test_threshold": tests["threshold"], "bins": bins,
-        "tests": "chi-square on binned ranks and ECDF (simulated null), Bonferroni over "
-                 "quantities and both tests",
+        "tests": "chi-square on binned ranks and ECDF, both p-values from simulated uniform "
+                 "ranks of the same N and L; Bonferroni over quantities and both tests",
         "calibration_failures": tests["failed"],
         "passed": bool(indices) and not tests["failed"] and not failed and not missing,
         "quantities": quantities_out,
