@@ -94,6 +94,7 @@ import math
 import os
 import re
 import types
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,16 +155,23 @@ _IDENTIFIER = "must be an identifier (a letter, then letters, digits or '_')"
 _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _printable(text: str) -> str:
-    """Free text of a spec is printed (summaries, errors): no control characters in it."""
-    if not text.isprintable():
-        raise ValueError("holds a control or invisible character (a tab, line break, escape "
-                         "or non-breaking space)")
+def _no_controls(text: str, allowed: str = "\t\n") -> str:
+    """Free text of a spec is printed (summaries, errors): no control characters (an escape
+    would move a terminal's cursor), other than ``allowed`` (tabs and line breaks)."""
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in text):
+        raise ValueError("holds a control character (an escape, a carriage return, a NUL …)")
     return text
 
 
+def _one_line(text: str) -> str:
+    if "\n" in _no_controls(text) or "\t" in text:
+        raise ValueError("must be one line, without tabs")
+    return text
+
+
+#: Free text: units, sources and descriptions (several lines allowed).
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
-                 AfterValidator(_printable)]
+                 AfterValidator(_no_controls)]
 Number = StrictFloat
 
 #: Largest prior sigma on a log scale: 10 already gives a 90% prior range of a factor 1.4e7
@@ -284,8 +292,9 @@ class ModelSection(BaseModel):
 
     model_config = _CONFIG
 
-    name: Text
-    description: Annotated[str, AfterValidator(_printable)] = ""
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
+                    AfterValidator(_one_line)]
+    description: Annotated[str, AfterValidator(_no_controls)] = ""
     cell_types: tuple[str, ...] = Field(min_length=1)
     blood: Literal["fast", "explicit"]
     filter: str
@@ -298,7 +307,7 @@ class Compartment(BaseModel):
 
     name: str
     kind: Literal["blood", "organ", "sink"]
-    description: Annotated[str, AfterValidator(_printable)] = ""
+    description: Annotated[str, AfterValidator(_no_controls)] = ""
 
 
 class Flow(BaseModel):
