@@ -23,6 +23,7 @@ at random, so the rank stays exactly uniform under calibration.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -32,6 +33,8 @@ ECDF_POINTS = 100
 #: Simulated uniform rank sets for the null distributions and bands (p-values resolve 1e-5,
 #: below a Bonferroni threshold 0.01 / (2 × 150)); more when the threshold is lower.
 ECDF_SIMULATIONS = 100_000
+#: Most simulated rank sets (two float64 arrays of this length; ~10 s per million at N = 200).
+MAX_SIMULATIONS = 10_000_000
 
 
 def rank(truth: float, draws: np.ndarray, rng: np.random.Generator) -> int:
@@ -73,15 +76,23 @@ def bin_edges(n_values: int, bins: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)])
 
 
-def _chi_square_statistics(ranks: np.ndarray, n_draws: int, bins: int) -> np.ndarray:
-    """Pearson's statistic of binned ranks; ranks (rows, N) → (rows,)."""
+def _binned(ranks: np.ndarray, n_draws: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of ranks per bin and their expectation under uniformity.
+
+    Ranks (rows, N) → counts (rows, bins), and expected counts (bins,) ∝ bin widths.
+    """
     ranks = np.atleast_2d(np.asarray(ranks, dtype=np.int64))
     rows, n = ranks.shape
     edges = bin_edges(n_draws + 1, bins)
     which = np.searchsorted(edges, ranks, side="right") - 1  # bin of each rank
     offsets = (np.arange(rows)[:, None] * (len(edges) - 1) + which).ravel()
     counts = np.bincount(offsets, minlength=rows * (len(edges) - 1)).reshape(rows, -1)
-    expected = n * np.diff(edges) / (n_draws + 1)
+    return counts, n * np.diff(edges) / (n_draws + 1)
+
+
+def _chi_square_statistics(ranks: np.ndarray, n_draws: int, bins: int) -> np.ndarray:
+    """Pearson's statistic of binned ranks; ranks (rows, N) → (rows,)."""
+    counts, expected = _binned(ranks, n_draws, bins)
     return np.sum((counts - expected) ** 2 / expected, axis=1)
 
 
@@ -108,8 +119,8 @@ def chi_square_test(ranks: np.ndarray, n_draws: int, bins: int = 10,
         Number of bins (near-equal widths; expected counts proportional to width).
     null : ndarray, optional
         Sorted statistics of simulated uniform rank sets with the same N, L and bins
-        (:func:`uniform_null`): the p-value is then the fraction at least as large (never
-        0); without it, the asymptotic χ² p-value.
+        (:attr:`UniformNull.chi_square`): the p-value is then the fraction at least as large
+        (never 0); without it, the asymptotic χ² p-value.
 
     Returns
     -------
@@ -117,11 +128,9 @@ def chi_square_test(ranks: np.ndarray, n_draws: int, bins: int = 10,
         ``statistic``, ``dof``, ``p_value``, ``p_value_asymptotic``, ``counts`` and
         ``expected`` per bin.
     """
-    ranks = np.asarray(ranks, dtype=int)
-    edges = bin_edges(n_draws + 1, bins)
-    counts = np.histogram(ranks, bins=edges)[0]
-    expected = len(ranks) * np.diff(edges) / (n_draws + 1)
-    statistic = float(_chi_square_statistics(ranks, n_draws, bins)[0])
+    counts, expected = _binned(ranks, n_draws, bins)
+    counts = counts[0]
+    statistic = float(np.sum((counts - expected) ** 2 / expected))
     dof = len(counts) - 1
     asymptotic = float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0
     p = asymptotic if null is None else float(simulated_upper_p(statistic, null))
@@ -161,10 +170,17 @@ def _min_tail(counts: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[np.arange(table.shape[0])[None, :], counts].min(axis=-1)
 
 
+class UniformNull(NamedTuple):
+    """Both test statistics of the same simulated uniform rank sets, each sorted."""
+
+    ecdf: np.ndarray  # minima of pointwise tail probabilities (small = extreme)
+    chi_square: np.ndarray  # Pearson's statistic in ``bins`` bins (large = extreme)
+
+
 def uniform_null(n: int, n_draws: int, *, points: int = ECDF_POINTS,
-                 simulations: int = ECDF_SIMULATIONS, seed: int = 0,
-                 bins: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Null distributions from simulated uniform rank sets.
+                 simulations: int = ECDF_SIMULATIONS, seed: int = 0, bins: int = 10
+                 ) -> UniformNull:
+    """Null distributions of both uniformity tests, from simulated uniform rank sets.
 
     Parameters
     ----------
@@ -173,15 +189,14 @@ def uniform_null(n: int, n_draws: int, *, points: int = ECDF_POINTS,
     n_draws : int
         ``L``.
     points, simulations, seed
-        Evaluation points, number of simulated uniform rank sets, and their seed.
-    bins : int, optional
-        Also return the chi-square statistics of the same rank sets with this many bins.
+        ECDF evaluation points, number of simulated uniform rank sets, and their seed.
+    bins : int
+        Chi-square bins.
 
     Returns
     -------
-    ndarray, shape (simulations,), sorted
-        The ECDF statistic (minima of pointwise tail probabilities); with ``bins``, a tuple
-        of it and the sorted chi-square statistics.
+    UniformNull
+        Arrays of shape (simulations,), sorted.
     """
     rng = np.random.default_rng(seed)
     z = ecdf_points(n_draws, points)
@@ -191,14 +206,13 @@ def uniform_null(n: int, n_draws: int, *, points: int = ECDF_POINTS,
         stop = min(start + 5000, simulations)
         ranks = rng.integers(0, n_draws + 1, size=(stop - start, n))
         ecdf[start:stop] = _min_tail(_ecdf_counts(ranks, n_draws, z), table)
-        if bins is not None:
-            chi[start:stop] = _chi_square_statistics(ranks, n_draws, bins)
-    return np.sort(ecdf) if bins is None else (np.sort(ecdf), np.sort(chi))
+        chi[start:stop] = _chi_square_statistics(ranks, n_draws, bins)
+    return UniformNull(np.sort(ecdf), np.sort(chi))
 
 
 def ecdf_test(ranks: np.ndarray, n_draws: int, null: np.ndarray, *,
               points: int = ECDF_POINTS) -> dict:
-    """ECDF uniformity test of ``ranks`` against the simulated ``null`` (:func:`uniform_null`).
+    """ECDF uniformity test of ``ranks`` against the simulated ``null`` (:attr:`UniformNull.ecdf`).
 
     Returns
     -------
@@ -277,11 +291,15 @@ def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float
     threshold = alpha / (2 * len(names))
     # simulated p-values resolve 1/(M + 1): enough sets that the threshold is reachable
     simulations = max(ECDF_SIMULATIONS, math.ceil(2 / threshold))
-    null, chi_null = uniform_null(n, n_draws, seed=seed, simulations=simulations, bins=bins)
+    if simulations > MAX_SIMULATIONS:
+        raise ValueError(f"a per-test threshold of {threshold:.2g} needs {simulations} "
+                         f"simulated rank sets, more than {MAX_SIMULATIONS}; raise alpha")
+    nulls = uniform_null(n, n_draws, seed=seed, simulations=simulations, bins=bins)
+    null = nulls.ecdf
     results = {}
     failed = []
     for name in names:
-        chi = chi_square_test(ranks[name], n_draws, bins, null=chi_null)
+        chi = chi_square_test(ranks[name], n_draws, bins, null=nulls.chi_square)
         ecdf = ecdf_test(ranks[name], n_draws, null)
         bad = chi["p_value"] < threshold or ecdf["p_value"] < threshold
         results[name] = {"chi_square": chi, "ecdf": ecdf, "failed": bool(bad)}

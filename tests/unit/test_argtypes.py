@@ -67,7 +67,9 @@ def test_sampler_settings_allow_zero_tuning_but_not_negative():
 
 @pytest.mark.parametrize(("option", "value", "reason"), [
     ("--timeout", "0", "--timeout must be a positive number of seconds, got 0.0"),
-    ("--alpha", "1.5", "--alpha must be in (0, 1), got 1.5"),
+    ("--alpha", "1.5", "--alpha must be in [0.001, 1), got 1.5"),
+    # simulated p-values: 1e-6 would have needed ~5e8 rank sets after all the fits
+    ("--alpha", "1e-6", "--alpha must be in [0.001, 1), got 1e-06"),
 ])
 def test_sbc_limits_are_checked_before_any_fit(root, monkeypatch, tmp_path, capsys, option,
                                                value, reason):
