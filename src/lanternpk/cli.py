@@ -131,9 +131,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.summary["diagnostics"]["passed"] else EXIT_DIAGNOSTICS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with control characters of the user's arguments escaped in its errors."""
+
+    def error(self, message: str):
+        super().error(printable(message, keep=_LAYOUT))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for the ``lanternpk`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lanternpk",
         description="Bayesian biodistribution of IV-injected, luciferase-labelled cells.",
     )
@@ -271,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except OSError as err:  # a file or directory that cannot be read or written
         where = f": {err.filename}" if err.filename else ""
-        print(f"lanternpk {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"lanternpk {args.command}: error: "
+              f"{printable(f'{err.strerror or err}{where}', keep=_LAYOUT)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lanternpk {args.command}: interrupted", file=sys.stderr)

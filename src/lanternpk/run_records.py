@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lanternpk.tomlfile import plain_message
+
 Label = Annotated[str, Field(min_length=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -130,8 +132,12 @@ def run_record_problems(idata, provenance: Any, design: Any, diagnostics: Any) -
             problems += [_describe(name, e) for e in errors if e["type"] != "missing"]
     if "design" in checked and "posterior" in idata.groups():
         problems += _draw_problems(idata.posterior, checked["design"])
+    if "design" in checked and "prior" in idata.groups():  # read for the width ratios
+        problems += [f"its prior group lacks {name}" for name in
+                     _needed_variables(checked["design"]) if name not in idata.prior]
     if len(problems) > MAX_LISTED:
-        problems = [*problems[:MAX_LISTED], f"{len(problems) - MAX_LISTED} more"]
+        more = len(problems) - MAX_LISTED
+        problems = [*problems[:MAX_LISTED], f"and {more} more problem{'s' * (more > 1)}"]
     return problems
 
 
@@ -145,24 +151,33 @@ def _describe(record: str, error: dict) -> str:
         return f"its {record} record is not a JSON object (found {type(error['input']).__name__})"
     found = repr(error["input"])
     found = found if len(found) <= 60 else found[:57] + "..."
-    message = error["msg"].removeprefix("Value error, ")
+    message = plain_message(error)
     if not where:
         return f"its {record} record: {message}"
     return f"its {record} record '{where}': {message} (found {found})"
 
 
+def _organ_variables(design: DesignRecord) -> list[str]:
+    return ["first_pass", "loss",
+            *sorted({f"transmission_{det.modality}" for det in design.detection})]
+
+
+def _needed_variables(design: DesignRecord) -> list[str]:
+    """The variables the estimands of ``design`` read from a group of draws."""
+    needed = [*_organ_variables(design), "release", "photons_per_cell"]
+    needed += ["blood_efflux"] if design.explicit_blood else []
+    if any(det.background is None for det in design.detection):
+        needed.append("log_background")
+    return needed
+
+
 def _draw_problems(posterior, design: DesignRecord) -> list[str]:
     """The design against the posterior draws the estimands read."""
-    organ_variables = ["first_pass", "loss",
-                       *sorted({f"transmission_{det.modality}" for det in design.detection})]
-    needed = [*organ_variables, "release", "photons_per_cell"]
-    needed += ["blood_efflux"] if design.explicit_blood else []
-    estimated = [det.group for det in design.detection if det.background is None]
-    needed += ["log_background"] if estimated else []
-    if missing := [name for name in needed if name not in posterior]:
+    if missing := [name for name in _needed_variables(design) if name not in posterior]:
         return [f"its posterior lacks the variables {missing} that the design record needs"]
+    estimated = [det.group for det in design.detection if det.background is None]
     problems = []
-    for name in organ_variables:
+    for name in _organ_variables(design):
         problems += _axis_problems(posterior[name], "organ", design.organs, name, position=-1)
     for name in ("first_pass", "loss", "release"):
         problems += _axis_problems(posterior[name], "cell_type", design.cell_types, name,

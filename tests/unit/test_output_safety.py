@@ -303,10 +303,13 @@ def test_terminal_escapes_from_a_users_file_are_printed_escaped(root, tmp_path, 
     assert main(["validate", str(data)]) == EXIT_INVALID
     assert main(["validate", str(root / "data/als_mouse/observations.csv"),
                  "--model", str(spec)]) == EXIT_INVALID
+    with pytest.raises(SystemExit):  # argparse's own error, naming the argument
+        main(["validate", str(tmp_path / "\x1b[2Jmissing.csv")])
     err = capsys.readouterr().err
     assert "\x1b" not in err
     assert "column '\\x1b[2Jx': column name repeated" in err
     assert "key 'model.\\x1b[2Jevil'" in err
+    assert "no such file: " in err and "\\x1b[2Jmissing.csv" in err
 
 
 def test_one_problem_on_every_row_is_shown_three_times_then_counted(root, tmp_path, capsys):

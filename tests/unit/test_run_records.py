@@ -61,8 +61,8 @@ def test_records_that_fit_writes_pass():
     ("design", lambda d: d.update(organs=["lung"]),
      "the design record's organs ['lung'] are not those of first_pass in the posterior "
      "(['lung', 'femur'])"),
-    ("design", lambda d: d.update(cell_types="muse"), "'cell_types': Input should be a valid "
-     "list (found 'muse')"),
+    ("design", lambda d: d.update(cell_types="muse"), "'cell_types': must be an array (found "
+     "'muse')"),
     ("design", lambda d: d.update(cell_types=["muse", "msc", "x"]),
      "dose_cells has no dose for cell types ['x']"),
     ("design", lambda d: d.update(cell_types=["muse", "x"], dose_cells={"muse": 1, "x": 1}),
@@ -80,17 +80,29 @@ def test_records_that_fit_writes_pass():
     ("design", lambda d: d["detection"][0].update(background=None),
      "its posterior lacks the variables ['log_background']"),
     ("design", lambda d: d["detection"][0].update(lod=-1.0),
-     "'detection.0.lod': Input should be greater than 0 (found -1.0)"),
+     "'detection.0.lod': must be greater than 0 (found -1.0)"),
     ("diagnostics", lambda d: d.__delitem__("rhat_max"), "its diagnostics record lacks 'rhat_max'"),
     ("diagnostics", lambda d: d.update(passed="false"),
-     "its diagnostics record 'passed': Input should be a valid boolean (found 'false')"),
+     "its diagnostics record 'passed': must be a valid boolean (found 'false')"),
     ("provenance", lambda d: d.update(spec_file=None),
-     "'spec_file': Input should be a valid string (found None)"),
+     "'spec_file': must be a string (found None)"),
     ("provenance", lambda d: [1, 2], "its provenance record is not a JSON object (found list)"),
 ])
 def test_an_edited_record_is_named_with_what_is_wrong(part, edit, expected):
     problems = _problems(part, edit)
     assert any(expected in p for p in problems), problems
+
+
+def test_a_prior_group_without_a_variable_the_design_needs_is_refused():
+    """The prior draws give the width ratios: an estimated background must be there too."""
+    idata = _posterior()
+    idata.add_groups(prior=idata.posterior.copy())
+    design = copy.deepcopy(DESIGN)
+    design["detection"][0].update(background=None)
+    idata.posterior["log_background"] = idata.posterior["photons_per_cell"].expand_dims(
+        background_group=1, axis=-1)
+    assert run_record_problems(idata, PROVENANCE, design, DIAGNOSTICS) == [
+        "its prior group lacks log_background"]
 
 
 def test_a_posterior_without_a_variable_the_design_needs_is_refused():
@@ -107,7 +119,7 @@ def test_a_long_list_of_problems_is_cut_short():
     many = run_record_problems(_posterior(), PROVENANCE, {**DESIGN, "organs": 1,
                                "cell_types": 1, "filter_index": "0", "explicit_blood": 1,
                                "dose_cells": 1, "detection": 1, "spec": 1}, DIAGNOSTICS)
-    assert len(many) == MAX_LISTED + 1 and many[-1] == "1 more"
+    assert len(many) == MAX_LISTED + 1 and many[-1] == "and 1 more problem"
 
 
 def test_summarize_refuses_a_run_with_an_edited_design_without_a_traceback(tmp_path, capsys):
