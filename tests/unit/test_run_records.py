@@ -138,3 +138,33 @@ def test_summarize_refuses_a_run_with_an_edited_design_without_a_traceback(tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err and "is not a readable lanternpk run" in err
     assert "organs ['lung'] are not those of first_pass" in err
+
+
+def test_the_records_fit_writes_for_the_bundled_study_pass(root):
+    """Design and diagnostics records made by fit's own functions, stored as JSON."""
+    from lanternpk.data.load import load_observations
+    from lanternpk.diagnostics import check_convergence
+    from lanternpk.fit import design_record
+    from lanternpk.model import prepare_data
+    from lanternpk.spec import load_spec
+
+    spec = load_spec(root / "models/muse_vs_msc.toml")
+    obs = load_observations(root / "data/als_mouse/observations.csv")
+    design = json.loads(json.dumps(design_record(spec, obs, prepare_data(spec, obs))))
+    rng = np.random.default_rng(0)
+    n_ct, n_organ = len(spec.cell_types), len(spec.organs)
+    idata = az.from_dict(
+        posterior={"first_pass": rng.dirichlet(np.ones(n_organ + 1), (4, 50, n_ct))[..., :-1],
+                   "loss": rng.lognormal(-1.0, 0.5, (4, 50, n_ct, n_organ)),
+                   "release": rng.lognormal(-1.0, 0.5, (4, 50, n_ct)),
+                   "photons_per_cell": rng.lognormal(7.0, 0.1, (4, 50)),
+                   "transmission_in_vivo": rng.uniform(1e-3, 1e-2, (4, 50, n_organ)),
+                   "transmission_ex_vivo": rng.uniform(0.1, 0.5, (4, 50, n_organ))},
+        sample_stats={"diverging": np.zeros((4, 50), bool),
+                      "energy": rng.normal(size=(4, 50))},
+        coords={"cell_type": list(spec.cell_types), "organ": list(spec.organs)},
+        dims={"first_pass": ["cell_type", "organ"], "loss": ["cell_type", "organ"],
+              "release": ["cell_type"], "transmission_in_vivo": ["organ"],
+              "transmission_ex_vivo": ["organ"]})
+    diagnostics = json.loads(json.dumps(check_convergence(idata, ["photons_per_cell"])))
+    assert run_record_problems(idata, PROVENANCE, design, diagnostics) == []
