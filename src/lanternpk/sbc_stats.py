@@ -92,8 +92,11 @@ def _binned(ranks: np.ndarray, n_draws: int, bins: int) -> tuple[np.ndarray, np.
 
 def _chi_square_statistics(ranks: np.ndarray, n_draws: int, bins: int) -> np.ndarray:
     """Pearson's statistic of binned ranks; ranks (rows, N) → (rows,)."""
-    counts, expected = _binned(ranks, n_draws, bins)
-    return np.sum((counts - expected) ** 2 / expected, axis=1)
+    return _pearson(*_binned(ranks, n_draws, bins))
+
+
+def _pearson(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    return np.sum((counts - expected) ** 2 / expected, axis=-1)
 
 
 def simulated_upper_p(statistic, null: np.ndarray):
@@ -129,8 +132,8 @@ def chi_square_test(ranks: np.ndarray, n_draws: int, bins: int = 10,
         ``expected`` per bin.
     """
     counts, expected = _binned(ranks, n_draws, bins)
+    statistic = float(_pearson(counts, expected)[0])
     counts = counts[0]
-    statistic = float(np.sum((counts - expected) ** 2 / expected))
     dof = len(counts) - 1
     asymptotic = float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0
     p = asymptotic if null is None else float(simulated_upper_p(statistic, null))
