@@ -9,6 +9,7 @@ an output location that cannot be written or would destroy other files).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,11 @@ def format_problems(problems: Sequence[Problem]) -> list[str]:
             where = f"{file}, column '{printable(column)}'" if column is not None else file
             lines.append(f"{where}: {len(rest)} more with the same problem{last} ({message})")
     return lines
+
+
+#: Control characters (C0, DEL, C1): not part of any label or free text from a user's file,
+#: and printed raw they can rewrite a terminal's screen.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def printable(text: str, *, keep: str = "") -> str:

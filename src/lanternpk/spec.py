@@ -94,7 +94,6 @@ import math
 import os
 import re
 import types
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +111,7 @@ from pydantic import (
     model_validator,
 )
 
-from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
+from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError, did_you_mean
 from lanternpk.tomlfile import parse_toml, plain_message, with_lines
 
 __all__ = [
@@ -158,7 +157,7 @@ _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 def _no_controls(text: str, allowed: str = "\t\n") -> str:
     """Free text of a spec is printed (summaries, errors): no control characters (an escape
     would move a terminal's cursor), other than ``allowed`` (tabs and line breaks)."""
-    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in text):
+    if CONTROL_CHARACTER.search(text.translate(dict.fromkeys(map(ord, allowed)))):
         raise ValueError("holds a control character (an escape, a carriage return, a NUL …)")
     return text
 

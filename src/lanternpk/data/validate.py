@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lanternpk.data import schema
-from lanternpk.errors import Problem
+from lanternpk.errors import CONTROL_CHARACTER, Problem
 
 #: Number columns: (zero allowed, what the number is).
 _NUMBERS: dict[str, tuple[bool, str]] = {
@@ -42,9 +41,6 @@ _TEXTS: dict[str, str] = {
     "modality": "one of " + ", ".join(repr(m) for m in schema.MODALITIES),
     "image": "an image identifier",
 }
-#: Control characters (C0, DEL, C1): not part of any label, and printed raw they can rewrite
-#: a terminal's screen.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IMAGE_RULE = ("an image is one acquisition of one animal at one time and modality "
                "(image identifiers are unique within a study)")
 
@@ -344,12 +340,12 @@ def _convert(
                                         row=row, column=column, value=value))
             elif value != value.strip():
                 problems.append(_spaces(file, row, column, value))
-            elif _CONTROL.search(value):
+            elif CONTROL_CHARACTER.search(value):
                 problems.append(Problem(file, "control character (a tab, line break or "
                                         f"terminal escape) in a label; expected {_TEXTS[column]}",
                                         row=row, column=column, value=value))
         values[column] = text
-        ok[column] = (text.str.strip() == text) & ~text.str.contains(_CONTROL)
+        ok[column] = (text.str.strip() == text) & ~text.str.contains(CONTROL_CHARACTER)
         ok[column] &= text != ""
     else:
         values[column] = text.mask(text == "")
