@@ -118,7 +118,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 
     summary = summary_from_run(args.run_dir, spec_path=args.model, data_path=args.data)
     if args.json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1, allow_nan=False))
     else:
         print(format_summary(summary))
     return EXIT_OK if summary["diagnostics"]["passed"] else EXIT_DIAGNOSTICS

@@ -251,27 +251,31 @@ def _quantiles(x: np.ndarray, *, on_grid: bool = False) -> dict:
 
     ``on_grid``: the draws take values on a grid (whole days, and inf = "still detectable
     on the last grid day"), so quantiles are draws (no interpolation between grid days);
-    the mean is ``None`` when a draw is infinite, as is any infinite quantile.
+    the mean is ``None`` when a draw is infinite, as is any infinite quantile. Otherwise
+    too, a statistic that is not finite (from a NaN or infinite draw) is ``None``, so that
+    the summary stays valid JSON.
     """
     if on_grid:
         q05, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95], method="inverted_cdf")
         mean = float(np.mean(x)) if np.isfinite(x).all() else None
         return {"mean": mean, "median": _num(q50), "q05": _num(q05), "q95": _num(q95)}
-    return {"mean": float(np.mean(x)), "median": float(np.median(x)),
-            "q05": float(np.quantile(x, 0.05)), "q95": float(np.quantile(x, 0.95))}
+    return {"mean": _num(np.mean(x)), "median": _num(np.median(x)),
+            "q05": _num(np.quantile(x, 0.05)), "q95": _num(np.quantile(x, 0.95))}
 
 
 def _num(value: float) -> float | None:
+    """``value`` as a float, or ``None`` (JSON null) when it is NaN or infinite."""
     return float(value) if np.isfinite(value) else None
 
 
 def _p_gt_1(ratio: np.ndarray) -> float | None:
-    """P(ratio > 1) from draws; ``None`` when every draw is exactly 1.
+    """P(ratio > 1) from draws; ``None`` when every draw is exactly 1 or some draw is NaN.
 
     A ratio fixed at 1 by the model (a parameter the spec shares between the cell types)
     has P(ratio > 1) = 0, which would read as certainty that the numerator is not larger.
+    A NaN draw (0/0) is neither above nor below 1, so no probability is given.
     """
-    if np.all(ratio == 1.0):
+    if np.all(ratio == 1.0) or np.isnan(ratio).any():
         return None
     return float(np.mean(ratio > 1))
 
@@ -314,9 +318,9 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
                                else None)
                 width_ratio = _width_ratio(ratio, prior_ratio, log=True)
                 contrasts.append({"name": contrast, "region": organ, "numerator": num,
-                                  "denominator": den, "median": float(np.median(ratio)),
-                                  "q05": float(np.quantile(ratio, 0.05)),
-                                  "q95": float(np.quantile(ratio, 0.95)),
+                                  "denominator": den, "median": _num(np.median(ratio)),
+                                  "q05": _num(np.quantile(ratio, 0.05)),
+                                  "q95": _num(np.quantile(ratio, 0.95)),
                                   "p_gt_1": _p_gt_1(ratio),
                                   "posterior_prior_width_ratio": _num(width_ratio),
                                   "barely_informed": True if any(barely.get(key) for key in keys)

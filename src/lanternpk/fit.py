@@ -225,8 +225,8 @@ def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
         idata.to_netcdf(staging / POSTERIOR_FILE)
         for name, record in (("provenance.json", provenance), ("diagnostics.json", diagnostics),
                              ("summary.json", summary)):
-            (staging / name).write_text(json.dumps(record, indent=1, default=_json_default)
-                                        + "\n", encoding="utf-8")
+            text = json.dumps(record, indent=1, default=_json_default, allow_nan=False)
+            (staging / name).write_text(text + "\n", encoding="utf-8")
         if not diagnostics["passed"]:
             (staging / "DIAGNOSTICS_FAILED").write_text(
                 "Convergence checks failed; see diagnostics.json.\n", encoding="utf-8")

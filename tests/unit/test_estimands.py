@@ -145,3 +145,21 @@ def test_a_few_draws_that_underflowed_to_zero_leave_the_width_defined():
 def test_without_prior_draws_barely_informed_is_unknown_not_false():
     ratio, barely = _summary_of(np.linspace(1.0, 2.0, 100), None, name="half_life_d")
     assert np.isnan(ratio) and barely is None
+
+
+def test_statistics_that_are_not_finite_are_null_so_the_summary_stays_valid_json():
+    """No loss from the femur in either cell type: its half-lives are infinite and their
+    ratio is inf / inf = NaN. Before: the summary held NaN and Infinity, which JSON has not."""
+    import json
+
+    group = _group({"muse": [0.70, 0.03], "msc": [0.92, 0.02]},
+                   {"muse": [0.35, 0.0], "msc": [0.69, 0.0]}, {"muse": 1.0, "msc": 0.05})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimands, contrasts = summarize_estimands(group, None, _design(["muse", "msc"]))
+    femur = [e for e in estimands if e["name"] == "half_life_d" and e["region"] == "femur"]
+    assert len(femur) == 2
+    assert all(e[k] is None for e in femur for k in ("mean", "median", "q05", "q95"))
+    ratio = next(c for c in contrasts if c["name"] == "half_life_ratio"
+                 and c["region"] == "femur")
+    assert all(ratio[k] is None for k in ("median", "q05", "q95", "p_gt_1"))
+    json.dumps({"estimands": estimands, "contrasts": contrasts}, allow_nan=False)
