@@ -241,7 +241,8 @@ def test_duplicate_rows_and_duplicate_measurements(tmp_path: Path) -> None:
     assert len(problems) == 4 and all("appears twice" in p for p in problems)
     mapping = _mapping(tmp_path, '"ROI 3" = "spinal_cord"', '"ROI 3" = "lung"')
     problems = _problems([REFERENCE], mapping)
-    assert len(problems) == 2 and all("same study, animal, time_h, region" in p for p in problems)
+    assert len(problems) == 2 and all("same study, animal, time_h, region, modality and image" in p
+                                   for p in problems)
 
 
 # --------------------------------------------------------------------------- mapping errors

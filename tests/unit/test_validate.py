@@ -13,6 +13,8 @@ from lanternpk.data import schema
 from lanternpk.data.load import read_table
 from lanternpk.data.validate import describe, validate_calibration, validate_observations
 from lanternpk.errors import Problem
+from lanternpk.model import prepare_data
+from lanternpk.spec import load_spec
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "observations"
 VALID = FIXTURES / "valid.csv"
@@ -242,7 +244,19 @@ def test_duplicate_measurement_names_both_rows(raw):
     problem = only(problems_of(raw))
     assert problem.row == 3
     assert problem.message.startswith(
-        "duplicate measurement: same study, animal, time_h, region, modality as row 2")
+        "duplicate measurement: same study, animal, time_h, region, modality, image as row 2")
+
+
+def test_repeat_imaging_of_one_animal_at_one_time_is_not_a_duplicate(raw):
+    """A second image of M1's whole body at 1 h (SCIENCE.md: repeat imaging, 10–30% CV):
+    one row per image, each image with its own gain, in one imaging session."""
+    raw.loc[3, ["region", "image"]] = ["whole_body", "S1-M1-1h-repeat"]
+    frame, problems = validate_observations(raw, "obs.csv")
+    assert problems == []
+    spec = load_spec(Path(__file__).parents[2] / "models" / "muse_vs_msc.toml")
+    data = prepare_data(spec, frame)
+    assert data.row_session[0] == data.row_session[1]  # one session: same animal, same time
+    assert data.row_image[0] != data.row_image[1]
 
 
 def test_cell_type_change_within_an_animal(raw):

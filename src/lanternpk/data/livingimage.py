@@ -743,9 +743,9 @@ def _table(records: list[tuple[dict[str, object], _Row]]) -> pd.DataFrame:
             first, *rest = (sources[i] for i in group.index)
             for row in rest:
                 problems.append(Problem(
-                    row.file, f"same study, animal, time_h, region and modality as "
+                    row.file, f"same study, animal, time_h, region, modality and image as "
                     f"{first.file} row {first.line} (image '{first.image}', ROI "
-                    f"'{first.roi}'); map each ROI of an animal and time to its own region",
+                    f"'{first.roi}'); map each ROI of an image to its own region",
                     row=row.line, column=row.columns["roi"], value=row.roi))
         raise DataError(problems)
     table = table.astype(dtypes)

@@ -41,8 +41,10 @@ CALIBRATION_COLUMNS: dict[str, str] = {"cells": NUMBER, "flux": NUMBER}
 OPTIONAL_CALIBRATION_COLUMNS: dict[str, str] = {"setting": TEXT, "region": TEXT}
 CALIBRATION_SETTINGS = ("in_vitro", "ex_vivo")
 
-#: One measurement is identified by these; two rows with the same key are duplicates.
-OBSERVATION_KEY = ("study", "animal", "time_h", "region", "modality")
+#: One measurement is identified by these; two rows with the same key are duplicates. The
+#: image is part of it: repeat imaging (two images of one animal at one time and modality,
+#: SCIENCE.md: 10–30% CV between them) gives one row per image, each with its own gain.
+OBSERVATION_KEY = ("study", "animal", "time_h", "region", "modality", "image")
 
 INDEX_NAME = "row"
 FIRST_DATA_ROW = 2
