@@ -287,6 +287,14 @@ def test_fmt(value, text):
     assert fmt(value) == text
 
 
+@pytest.mark.parametrize(("value", "text"), [
+    ([1], "[1]"), ({"a": 1}, "{'a': 1}"), ("n/a", "n/a"), (True, "True"),
+    (10**400, str(10**400))])
+def test_fmt_shows_what_is_not_a_float_as_text(value, text):
+    """Values from a hand-edited coverage.json or sbc.json: before, TypeError/OverflowError."""
+    assert fmt(value) == text
+
+
 def test_probability_format():
     assert report_figures.format_probability(1.0) == "> 0.99"
     assert report_figures.format_probability(0.0) == "< 0.01"
@@ -322,4 +330,16 @@ def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
 
 def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="not a lanternpk sbc directory"):
+        load_sbc(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"quantities": 5}', "'quantities' is not a list of records"),
+    ('{"quantities": [1]}', "'quantities' is not a list of records"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"quantities": [], "n": 1' + "0" * 5000 + "}", "not valid JSON")])
+def test_a_malformed_sbc_summary_is_a_usage_error(tmp_path, content, message):
+    """Before: AttributeError, TypeError, RecursionError and ValueError tracebacks."""
+    (tmp_path / "sbc.json").write_text(content)
+    with pytest.raises(UsageError, match=message):
         load_sbc(tmp_path)

@@ -74,8 +74,8 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     )
 
     check_report_directory(out)  # before the runs are loaded and the figures drawn
+    sbc = load_sbc(sbc_dir) if sbc_dir is not None else None  # cheap: before the runs
     runs = [load_run_report(run_dir) for run_dir in run_dirs]
-    sbc = load_sbc(sbc_dir) if sbc_dir is not None else None
     render_report(runs, out=out, sbc=sbc)
     print(f"wrote {', '.join(str(Path(out) / name) for name in REPORT_FILES)}")
     failed = [str(run.run_dir) for run in runs if not run.diagnostics["passed"]]

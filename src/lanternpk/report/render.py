@@ -177,8 +177,10 @@ def _read_json(path: Path) -> object | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError) as err:  # (JSONDecodeError is a ValueError)
         raise UsageError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise UsageError(f"{path}: not valid JSON (nested too deeply)") from err
 
 
 def load_sbc(sbc_dir: str | os.PathLike) -> dict:
@@ -193,6 +195,10 @@ def load_sbc(sbc_dir: str | os.PathLike) -> dict:
     summary = _read_json(sbc_dir / "sbc.json")
     if not isinstance(summary, dict) or "quantities" not in summary:
         raise UsageError(f"{sbc_dir} is not a lanternpk sbc directory (no valid sbc.json)")
+    quantities = summary["quantities"]
+    if not (isinstance(quantities, list) and all(isinstance(q, dict) for q in quantities)):
+        raise UsageError(f"{sbc_dir / 'sbc.json'}: 'quantities' is not a list of records, as "
+                         "`lanternpk sbc` writes; run `lanternpk sbc` again")
     png = None
     if (sbc_dir / "sbc_ecdf.png").is_file():
         data = (sbc_dir / "sbc_ecdf.png").read_bytes()
@@ -204,13 +210,20 @@ def load_sbc(sbc_dir: str | os.PathLike) -> dict:
 
 # --- formatting ------------------------------------------------------------------------------
 
-def fmt(value: float | None) -> str:
-    """A number to about three significant figures, without exponents for 0.001–99999."""
+def fmt(value: object) -> str:
+    """A number to about three significant figures, without exponents for 0.001–99999.
+
+    ``None`` is a dash; anything that is not a number (text, or a list or record from a
+    hand-edited JSON file) is shown as its text, as is a number too large for a float.
+    """
     if value is None:
         return "—"
-    if isinstance(value, bool | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return str(value)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        return str(value)
     if not np.isfinite(value):
         return str(value)
     if value == 0:
