@@ -41,6 +41,8 @@ from lanternpk.run_records import run_record_problems
 from lanternpk.spec import ModelSpec, load_spec
 
 POSTERIOR_FILE = "posterior.nc"
+#: Attribute of ``posterior.nc`` holding the run's canonical observations as CSV text.
+OBSERVATIONS_ATTR = "lanternpk_observations"
 #: Everything lanternpk writes into a run directory: fit, then ppc (``ppc/``) and compare
 #: (kept equal to ppc.PPC_DIR, compare.COMPARE_FILE and ANIMALS_FILE by a test).
 #: ``fit --overwrite`` replaces a run only when it holds nothing else.
@@ -190,6 +192,8 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     idata.attrs["lanternpk_provenance"] = json.dumps(provenance)
     idata.attrs["lanternpk_design"] = json.dumps(design)
     idata.attrs["lanternpk_diagnostics"] = json.dumps(diagnostics)
+    # the canonical observations, so that a report needs nothing but the run (DESIGN.md)
+    idata.attrs[OBSERVATIONS_ATTR] = obs.to_csv(index=False)
     _write_run(out_dir, idata, provenance, diagnostics, summary)
     return FitResult(run_dir=out_dir, summary=summary, wall_s=wall_s)
 

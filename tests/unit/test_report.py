@@ -13,10 +13,13 @@ import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from lanternpk.data.load import load_observations
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
 from lanternpk.fit import summary_from_run
 from lanternpk.report import add_report_parser, run_report_command
@@ -199,14 +202,36 @@ def test_refuses_to_replace_a_directory_that_is_not_a_report(run, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_the_report_takes_the_data_from_the_run_not_from_the_data_file(run_dir, tmp_path):
+    """DESIGN.md: reports are rendered from the saved posterior alone. Before, the data
+    figure, counts and study name were dropped once the data file had moved."""
+    data = Path(json.loads((run_dir / "provenance.json").read_text())["data_file"])
+    moved = data.rename(tmp_path / "moved.csv")
+    try:
+        report = load_run_report(run_dir)
+    finally:
+        moved.rename(data)
+    assert report.data_note is None and report.observations is not None
+    pd.testing.assert_frame_equal(report.observations.reset_index(drop=True),
+                                  load_observations(data).reset_index(drop=True))
+    html = (render_report([report], out=tmp_path / "r") / "index.html").read_text()
+    assert ESCAPED in html and len(_pngs(html)) == 3  # the data overview is back
+
+
 def test_unreadable_or_changed_data_is_reported_not_fatal(run, tmp_path):
+    """Runs written before runs kept a copy of their data read the data file."""
+    before = SimpleNamespace(attrs={})
     missing = {"data_file": str(tmp_path / "gone.csv"), "data_sha256": "0" * 64}
-    obs, note = _observations(missing)
+    obs, note = _observations(before, missing, tmp_path / "posterior.nc")
     assert obs is None and "gone.csv" in note and "not readable" in note
     changed = tmp_path / "obs.csv"
     changed.write_text("study\n")
-    obs, note = _observations({"data_file": str(changed), "data_sha256": "0" * 64})
+    obs, note = _observations(before, {"data_file": str(changed), "data_sha256": "0" * 64},
+                              tmp_path / "posterior.nc")
     assert obs is None and "changed since the fit" in note
+    broken = SimpleNamespace(attrs={"lanternpk_observations": "study,animal\nS1\n"})
+    obs, broken_note = _observations(broken, missing, tmp_path / "posterior.nc")
+    assert obs is None and "data saved with the run could not be read" in broken_note
     blind = dataclasses.replace(run, observations=None, data_note=note)
     html = (render_report([blind], out=tmp_path / "r") / "index.html").read_text()
     assert "changed since the fit" in html and len(_pngs(html)) == 2

@@ -139,6 +139,37 @@ def load_calibration(path: str | PathLike[str]) -> pd.DataFrame:
     return _load(path, validate_calibration)
 
 
+def observations_from_csv_text(text: str, source: str) -> pd.DataFrame:
+    """Validate observations given as CSV text (e.g. the copy a run keeps of its data).
+
+    Parameters
+    ----------
+    text : str
+        A CSV table with a header row, as :func:`read_table` reads from a file.
+    source : str
+        What to call the table in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The canonical observations, as :func:`load_observations` returns them.
+
+    Raises
+    ------
+    lanternpk.errors.DataError
+        If the text is not a table or fails the observation contract.
+    """
+    from lanternpk.data.validate import validate_observations
+
+    if not text.strip():
+        _fail(source, f"the table is empty; {_EXPECTED}")
+    raw = _frame(source, *_parse_csv(source, text.encode("utf-8")))
+    frame, problems = validate_observations(raw, source)
+    if problems:
+        raise DataError(problems)
+    return frame
+
+
 def _load(path, validator) -> pd.DataFrame:
     raw = read_table(path)
     frame, problems = validator(raw, str(path))

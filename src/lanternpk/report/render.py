@@ -24,9 +24,15 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from lanternpk.data.load import load_observations
+from lanternpk.data.load import load_observations, observations_from_csv_text
 from lanternpk.errors import DataError, UsageError
-from lanternpk.fit import file_sha256, load_run, summary_from_run
+from lanternpk.fit import (
+    OBSERVATIONS_ATTR,
+    POSTERIOR_FILE,
+    file_sha256,
+    load_run,
+    summary_from_run,
+)
 from lanternpk.io import check_writable, write_text_atomic
 from lanternpk.report import figures
 from lanternpk.solver.closed_form import organ_cells
@@ -68,7 +74,8 @@ class RunReport:
     engraftment : ndarray, shape (3, n_cell_types, n_times, n_organs)
         5/50/95% posterior quantiles of live cells / dose on :data:`ENGRAFTMENT_GRID_D`.
     observations : pandas.DataFrame or None
-        The canonical observations, or ``None`` when the data file is unavailable.
+        The canonical observations (the copy saved in the run), or ``None`` when a run
+        written before runs kept a copy has no readable, unchanged data file.
     data_note : str or None
         Why the observations are unavailable.
     ppc_coverage : list of dict or None
@@ -104,7 +111,7 @@ def load_run_report(run_dir: str | os.PathLike) -> RunReport:
     summary = summary_from_run(run_dir)
     idata, design, provenance = load_run(run_dir)
     diagnostics = json.loads(idata.attrs["lanternpk_diagnostics"])
-    observations, note = _observations(provenance)
+    observations, note = _observations(idata, provenance, run_dir / POSTERIOR_FILE)
     ppc_dir = run_dir / "ppc"
     coverage = _read_json(ppc_dir / "coverage.json")
     if coverage is not None and not (isinstance(coverage, list)
@@ -157,8 +164,17 @@ def engraftment_quantiles(posterior, design: dict,
     return np.quantile(cells, [0.05, 0.5, 0.95], axis=0)
 
 
-def _observations(provenance: dict) -> tuple[pd.DataFrame | None, str | None]:
-    """The run's data, if its file is readable here and unchanged since the fit."""
+def _observations(idata, provenance: dict, posterior: Path
+                  ) -> tuple[pd.DataFrame | None, str | None]:
+    """The run's data: the copy saved in ``posterior.nc``, or for a run written before
+    runs kept one, its data file if that is readable here and unchanged since the fit."""
+    saved = idata.attrs.get(OBSERVATIONS_ATTR)
+    if saved is not None:
+        try:
+            source = f"{posterior} ({OBSERVATIONS_ATTR})"
+            return observations_from_csv_text(str(saved), source), None
+        except DataError as err:
+            return None, f"The copy of the data saved with the run could not be read: {err}"
     path = Path(provenance["data_file"])
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
     try:
