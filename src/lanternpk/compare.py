@@ -473,7 +473,7 @@ def _row_animals(data) -> np.ndarray:
 
 
 def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int | None,
-                  is_draws: int, seed: int, device, workdir: Path
+                  is_draws: int, seed: int, device, workdir: Path, progressbar: bool = False
                   ) -> tuple[float, float, float, bool]:
     """Fit without ``animal`` and estimate ``log p(y_animal | y_−animal)``."""
     import dataclasses
@@ -503,7 +503,7 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
     out = workdir / f"run_without_{safe}"
     result = fit(csv, run.spec_path, out, calibration_path=calibration, settings=settings,
                  command=["lanternpk", "compare", "(refit)", str(run.run_dir), animal],
-                 overwrite=True, progressbar=False)
+                 overwrite=True, progressbar=progressbar)
     converged = bool(result.summary["diagnostics"]["passed"])
     refit, _, _ = load_run(out)
     data_minus = prepare_data(run.spec, obs_minus, source=str(csv))
@@ -539,7 +539,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
                  refit_draws: int | None = None, max_refits: int | None = None,
                  draws: int | None = None, is_draws: int = DEFAULT_IS_DRAWS,
                  device: str = "auto", seed: int = DEFAULT_SEED, write: bool = True,
-                 log: Callable[[str], None] | None = None) -> CompareResult:
+                 log: Callable[[str], None] | None = None,
+                 progressbar: bool = False) -> CompareResult:
     """Score and compare runs fit to the same data; write ``compare.json`` in the first.
 
     Parameters
@@ -566,6 +567,9 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         Write ``compare.json`` and ``compare_animals.json`` into the first run directory.
     log : callable, optional
         Progress messages.
+    progressbar : bool
+        Show the sampler's progress bar during each refit (as ``lanternpk fit`` does: only
+        when stderr is a terminal).
 
     Raises
     ------
@@ -646,7 +650,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
                         f"(PSIS k = {loao.pareto_k[a]:.2f}) ...")
                     value, k, mc_se, converged = _refit_animal(
                         run, animal, full_params, refit_draws=refit_draws, is_draws=is_draws,
-                        seed=seed + count, device=dev, workdir=Path(tmp))
+                        seed=seed + count, device=dev, workdir=Path(tmp),
+                        progressbar=progressbar)
                     score.loao_i[a] = value
                     score.method[a] = "refit"
                     score.refit_k[a], score.refit_mc_se[a] = k, mc_se
@@ -696,7 +701,7 @@ def format_report(result: CompareResult) -> str:
 
 def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: int | None,
                         max_refits: int | None, draws: int | None, is_draws: int,
-                        device: str, seed: int) -> int:
+                        device: str, seed: int, progressbar: bool = True) -> int:
     """CLI handler of ``lanternpk compare``: compare, print the table, return 0.
 
     Pareto-k problems are warnings, not failures; user errors raise
@@ -711,7 +716,8 @@ def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: i
         print(f"lanternpk compare: {msg}", file=sys.stderr)
 
     result = compare_runs(run_dirs, refit=refit, refit_draws=refit_draws, max_refits=max_refits,
-                          draws=draws, is_draws=is_draws, device=device, seed=seed, log=log)
+                          draws=draws, is_draws=is_draws, device=device, seed=seed, log=log,
+                          progressbar=progressbar)
     print(format_report(result))
     return EXIT_OK
 
@@ -720,7 +726,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return run_compare_command(args.run_dirs, refit=not args.no_refit,
                                refit_draws=args.refit_draws, max_refits=args.max_refits,
                                draws=args.draws, is_draws=args.is_draws, device=args.device,
-                               seed=args.seed)
+                               seed=args.seed, progressbar=not args.quiet)
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -759,5 +765,8 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where JAX evaluates the likelihood (auto: a GPU when present)")
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar during refits (there is none either when stderr is "
+                   "not a terminal)")
     p.set_defaults(handler=_cmd_compare)
     return p

@@ -212,3 +212,21 @@ def test_compare_cli_refuses_non_runs(tmp_path, capsys):
     rc = main(["compare", str(tmp_path / "a")])
     assert rc == EXIT_USAGE
     assert "at least two run directories" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], True), (["--quiet"], False)])
+def test_compare_shows_the_refits_progress_unless_quiet(monkeypatch, tmp_path, flags,
+                                                        expected):
+    """DESIGN.md: a progress bar for long work; refits are whole fits (fit's own bar, shown
+    only when stderr is a terminal)."""
+    import lanternpk.compare as compare
+
+    seen = {}
+
+    def fake_compare_runs(run_dirs, **kwargs):
+        seen.update(kwargs)
+        raise compare.UsageError("stop here")
+
+    monkeypatch.setattr(compare, "compare_runs", fake_compare_runs)
+    rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), *flags])
+    assert rc == EXIT_USAGE and seen["progressbar"] is expected
