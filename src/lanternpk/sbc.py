@@ -66,7 +66,7 @@ from lanternpk.argtypes import (
     random_seed,
 )
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
-from lanternpk.data.simulate import Design, StudyInfo, load_truth
+from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
@@ -159,11 +159,10 @@ def design_observations(design: SbcDesign) -> pd.DataFrame:
     d, det, study = design.design, design.detection, design.study
     rows = []
     for ct in d.cell_types:
-        number = 0
+        ids = iter(animal_ids(d, ct))
         for group in d.sacrifice:
             for _ in range(group.animals):
-                number += 1
-                animal = f"{ct}{number:02d}"
+                animal = next(ids)
                 sessions = [("in_vivo", t) for t in d.in_vivo_times_h if t <= group.time_h]
                 sessions.append(("ex_vivo", group.time_h))
                 for modality, time_h in sessions:
@@ -176,7 +175,7 @@ def design_observations(design: SbcDesign) -> pd.DataFrame:
                             "study": study.name, "animal": animal, "cell_type": ct,
                             "dose_cells": study.dose_cells, "time_h": float(time_h),
                             "region": region, "modality": modality,
-                            "image": f"{animal}_{modality}_{time_h:g}h",
+                            "image": image_id(animal, modality, time_h),
                             "flux": 2.0 * lod, "lod": lod, "species": study.species,
                             "disease": study.disease, "background": bg[region]})
     table = pd.DataFrame(rows)

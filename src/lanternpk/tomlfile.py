@@ -167,6 +167,16 @@ def plain_message(item: dict) -> str:
     return re.sub(r"^Input should be\s*", "must be ", message)
 
 
+class KeyedProblems(ValueError):
+    """Cross-field problems of a ``model_validator``, each on its own dotted key (relative to
+    the model) with its value: :func:`problems_from_validation` makes one :class:`Problem`
+    of each, located like any other key's."""
+
+    def __init__(self, problems: list[tuple[str, object, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {message}" for key, _, message in problems))
+
+
 def problems_from_validation(
     error: ValidationError, *, file: str, model: type[BaseModel]
 ) -> list[Problem]:
@@ -174,6 +184,11 @@ def problems_from_validation(
     problems = []
     for item in error.errors():
         loc = tuple(item["loc"])
+        keyed = item.get("ctx", {}).get("error")
+        if isinstance(keyed, KeyedProblems):
+            problems += [Problem(file=file, key=".".join([*map(str, loc), key]), value=value,
+                                 message=message) for key, value, message in keyed.problems]
+            continue
         key = ".".join(str(p) for p in loc) or "(top level)"
         message = plain_message(item)
         value = item.get("input")

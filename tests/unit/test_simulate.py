@@ -71,14 +71,21 @@ def test_bundled_data_is_what_the_truth_file_and_seed_give(root, name, tmp_path)
         assert (tmp_path / name / file).read_text() == (root / f"data/{name}/{file}").read_text()
 
 
-def _truth_problems(root, tmp_path, old: str, new: str) -> list:
-    """Problems of the bundled ALS truth file with ``old`` replaced by ``new``."""
+def _edited_truth(root, tmp_path, *edits: tuple[str, str]):
+    """The bundled ALS truth file with each ``(old, new)`` of ``edits`` replaced."""
     text = (root / "data/truths/als_mouse.toml").read_text()
-    assert old in text
-    bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace(old, new))
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "edited.toml"
+    path.write_text(text)
+    return path
+
+
+def _truth_problems(root, tmp_path, old: str, new: str, *more: tuple[str, str]) -> list:
+    """Problems of the bundled ALS truth file with ``old`` replaced by ``new`` (and ``more``)."""
     with pytest.raises(DataError) as err:
-        load_truth(bad)
+        load_truth(_edited_truth(root, tmp_path, (old, new), *more))
     return err.value.problems
 
 
@@ -109,11 +116,80 @@ def test_truth_transmission_above_one_is_refused(root, tmp_path):
      "repeated value(s) 1; each imaging time is listed once"),
     ('name = "als_mouse_synthetic"', 'name = ""', "study.name", "must not be empty"),
     ('name = "als_mouse_synthetic"', 'name = " als"', "study.name", "leading or trailing"),
+    # each was written, and `lanternpk validate` then rejected the study
+    ('name = "als_mouse_synthetic"', r'name = "a\u0007b"', "study.name", "control character"),
+    ('species = "mouse"', r'species = "mo\u001buse"', "study.species", "control character"),
+    ('cell_types = ["muse", "msc"]', 'cell_types = ["muse", "msc", "muse"]',
+     "design.cell_types", "repeated value(s) 'muse'; each cell type is listed once"),
+    ('in_vivo_regions = ["whole_body", "lung", "femur", "spinal_cord"]',
+     'in_vivo_regions = ["lung", "lung"]', "design.in_vivo_regions",
+     "repeated value(s) 'lung'; each region is listed once"),
+    # a phantom fourth compartment, with duplicated estimands
+    ('compartments = ["lung", "femur", "spinal_cord"]',
+     'compartments = ["lung", "femur", "spinal_cord", "femur"]', "kinetics.compartments",
+     "repeated value(s) 'femur'; each compartment is listed once"),
+    # a half-life of infinity days: "Infinity" in truth.json, which is not JSON
+    ("loss_per_d = { lung = 0.35,", "loss_per_d = { lung = 1e-320,",
+     "kinetics.cell_types.muse.loss_per_d.lung", "must be at least 1e-06 per day"),
 ])
 def test_truth_that_would_give_an_invalid_study_names_the_key(root, tmp_path, old, new, key,
                                                                message):
     (problem,) = _truth_problems(root, tmp_path, old, new)
     assert problem.key == key and message in problem.message, problem
+
+
+_EX_VIVO = 'ex_vivo_regions = ["lung", "femur", "spinal_cord"]'
+_IN_VIVO = 'in_vivo_regions = ["whole_body", "lung", "femur", "spinal_cord"]'
+
+
+def _with_ex_vivo(region: str) -> list[tuple[str, str]]:
+    """Edits giving an ex vivo ``region`` its transmission and background."""
+    return [("transmission_ex_vivo = { lung", f"transmission_ex_vivo = {{ {region} = 0.3, lung"),
+            ("background_ex_vivo = { lung", f"background_ex_vivo = {{ {region} = 1.0e3, lung")]
+
+
+@pytest.mark.parametrize(("edits", "key", "value", "message"), [
+    # was a KeyError traceback
+    ([(_EX_VIVO, 'ex_vivo_regions = ["lung", "heart"]'), *_with_ex_vivo("heart")],
+     "design.ex_vivo_regions", "heart", "is not a compartment"),
+    # was simulated with the in vivo transmissions, and its truth with the ex vivo ones
+    ([(_EX_VIVO, 'ex_vivo_regions = ["lung", "whole_body"]'), *_with_ex_vivo("whole_body")],
+     "design.ex_vivo_regions", "whole_body", "is not a compartment"),
+    # both were a KeyError traceback: a study without a single measurement
+    ([(_EX_VIVO, "ex_vivo_regions = []"), (_IN_VIVO, "in_vivo_regions = []")],
+     "design", None, "no measurements"),
+    ([(_EX_VIVO, "ex_vivo_regions = []"),
+      ("in_vivo_times_h = [1, 24, 72, 168, 336, 672, 1008, 1344]", "in_vivo_times_h = [2000]")],
+     "design", None, "no measurements"),
+])
+def test_truth_cross_checks_name_the_key(root, tmp_path, edits, key, value, message):
+    (problem,) = _truth_problems(root, tmp_path, *edits[0], *edits[1:])
+    assert (problem.key, problem.value) == (key, value) and message in problem.message, problem
+    assert problem.line is not None, problem
+
+
+def test_close_imaging_times_get_their_own_images(root, tmp_path, capsys):
+    """`{time_h:g}` made one image id of 1 h and 1.0000001 h; validate rejected the study."""
+    truth = _edited_truth(root, tmp_path, (
+        "in_vivo_times_h = [1, 24, 72, 168, 336, 672, 1008, 1344]",
+        "in_vivo_times_h = [1, 1.0000001, 24]"))
+    out = tmp_path / "study"
+    assert main(["simulate", str(truth), "--seed", "1", "--out", str(out)]) == 0
+    assert main(["validate", str(out / "observations.csv")]) == 0, capsys.readouterr().err
+    images = set(pd.read_csv(out / "observations.csv")["image"])
+    assert {"muse01_in_vivo_1h", "muse01_in_vivo_1.0000001h", "muse01_in_vivo_24h",
+            "muse01_ex_vivo_24h"} <= images
+
+
+def test_animal_ids_of_similar_cell_types_do_not_collide(root, tmp_path):
+    """Cell types 'm' and 'm1' with over 100 animals each gave two animals 'm101'."""
+    truth = load_truth(_edited_truth(
+        root, tmp_path, ('cell_types = ["muse", "msc"]', 'cell_types = ["m", "m1"]'),
+        ("[kinetics.cell_types.muse]", "[kinetics.cell_types.m]"),
+        ("[kinetics.cell_types.msc]", "[kinetics.cell_types.m1]"),
+        ("{ time_h = 24, animals = 2 }", "{ time_h = 24, animals = 95 }")))
+    animals = simulate_study(truth, seed=1).animals
+    assert animals["animal"].is_unique and "m001" in set(animals["animal"])
 
 
 def test_simulated_numbers_that_are_not_finite_are_not_written(root, tmp_path, capsys):

@@ -8,7 +8,8 @@ region, image gain, residual noise, background and LOD, and the study design.
 Generative model (DESIGN.md "Measurement"), per ROI:
 ``flux = (photons_per_cell × transmission × live cells × image gain + background) × exp(ε)``,
 ``ε ~ Normal(0, residual_sd)``; ``lod = background × (1 + 3 background_cv)``.
-A ``whole_body`` ROI sums every organ through its own in vivo transmission.
+A ``whole_body`` ROI sums every organ through its own in vivo transmission; ex vivo regions
+are compartments (excised organs).
 Animal effects: first-pass fractions vary on the additive log-ratio scale
 ``log(f_j / f_other)``, rates on the log scale, each with the truth's sd.
 """
@@ -30,17 +31,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from lanternpk import __version__
 from lanternpk.data.schema import OBSERVATION_COLUMNS
-from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError
 from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
 from lanternpk.io import staging_directory, write_table_atomic, write_text_atomic
 from lanternpk.solver.closed_form import organ_cells
-from lanternpk.tomlfile import load_toml_model
+from lanternpk.tomlfile import KeyedProblems, load_toml_model
 
 WHOLE_BODY = "whole_body"
 Positive = Annotated[float, Field(gt=0)]
 #: A transmission: the fraction of emitted photons that reach the camera, in (0, 1].
 Transmission = Annotated[float, Field(gt=0, le=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+#: Smallest loss rate, 1/day: a half-life of 1900 years. Below ~1e-308 the half-life is
+#: infinite, which truth.json cannot hold.
+MIN_LOSS_PER_D = 1e-6
+
+
+def _printable(text: str) -> str:
+    if CONTROL_CHARACTER.search(text):
+        raise ValueError("holds a control character (a tab, line break or terminal escape); "
+                         "it is written to the study's observations")
+    return text
 
 
 def _label(text: str) -> str:
@@ -48,19 +59,33 @@ def _label(text: str) -> str:
         raise ValueError("must not be empty (it is written to the study's labels)")
     if text != text.strip():
         raise ValueError("leading or trailing spaces; labels are compared exactly")
-    return text
+    return _printable(text)
 
 
-def _no_duplicates(values: list) -> list:
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"repeated value(s) {', '.join(f'{v:g}' for v in repeated)}; "
-                         "each imaging time is listed once")
-    return values
+def _no_duplicates(what: str) -> AfterValidator:
+    def check(values: list) -> list:
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            shown = ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in repeated)
+            raise ValueError(f"repeated value(s) {shown}; each {what} is listed once")
+        return values
+    return AfterValidator(check)
 
 
-#: A label written into the observations (study, cell type): not empty, no surrounding spaces.
+def _loss_rate(rate: float) -> float:
+    if rate < MIN_LOSS_PER_D:
+        raise ValueError(f"must be at least {MIN_LOSS_PER_D:g} per day (a half-life of 1900 "
+                         "years, beyond any study)")
+    return rate
+
+
+#: A label written into the observations (study, cell type, region): not empty, no
+#: surrounding spaces, no control characters.
 Label = Annotated[str, AfterValidator(_label)]
+#: Free text written into the observations (species, disease): no control characters.
+Text = Annotated[str, AfterValidator(_printable)]
+#: The regions imaged in one modality, each listed once.
+Regions = Annotated[list[Label], _no_duplicates("region")]
 
 
 class _Strict(BaseModel):
@@ -69,8 +94,8 @@ class _Strict(BaseModel):
 
 class StudyInfo(_Strict):
     name: Label
-    species: str
-    disease: str
+    species: Text
+    disease: Text
     dose_cells: Positive
     description: str = ""
 
@@ -81,22 +106,32 @@ class Sacrifice(_Strict):
 
 
 class Design(_Strict):
-    cell_types: list[Label] = Field(min_length=1)
+    cell_types: Annotated[list[Label], Field(min_length=1), _no_duplicates("cell type")]
     in_vivo_times_h: Annotated[list[Annotated[float, Field(ge=0)]],
-                               AfterValidator(_no_duplicates)]
-    in_vivo_regions: list[str]
-    ex_vivo_regions: list[str]
+                               _no_duplicates("imaging time")]
+    in_vivo_regions: Regions
+    ex_vivo_regions: Regions
     sacrifice: list[Sacrifice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _measured(self) -> Design:
+        last = max(group.time_h for group in self.sacrifice)
+        if not self.ex_vivo_regions and not (
+                self.in_vivo_regions and any(t <= last for t in self.in_vivo_times_h)):
+            raise ValueError("the study would have no measurements: ex_vivo_regions is empty, "
+                             "and no in_vivo_regions are imaged at or before the last "
+                             f"sacrifice ({last:g} h)")
+        return self
 
 
 class CellKinetics(_Strict):
     first_pass: dict[str, Fraction]
     release_per_d: Annotated[float, Field(ge=0)]
-    loss_per_d: dict[str, Positive]
+    loss_per_d: dict[str, Annotated[float, AfterValidator(_loss_rate)]]
 
 
 class Kinetics(_Strict):
-    compartments: list[str] = Field(min_length=1)
+    compartments: Annotated[list[Label], Field(min_length=1), _no_duplicates("compartment")]
     filter: str
     blood_efflux_per_d: Positive | None = None
     cell_types: dict[str, CellKinetics]
@@ -125,7 +160,7 @@ class Calibration(_Strict):
     residual_sd: Annotated[float, Field(ge=0)]
     background: Annotated[float, Field(ge=0)]
     ex_vivo_cells: list[Positive] = []
-    ex_vivo_regions: list[str] = []
+    ex_vivo_regions: Regions = []
 
 
 class Truth(_Strict):
@@ -141,33 +176,46 @@ class Truth(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Truth:
         organs = self.kinetics.compartments
-        problems = []
+        problems = []  # (dotted key, value, message)
+        if WHOLE_BODY in organs:
+            problems.append(("kinetics.compartments", WHOLE_BODY, "is the in vivo region that "
+                             "sums every compartment; give the compartment another name"))
         if self.kinetics.filter not in organs:
-            problems.append(f"kinetics.filter '{self.kinetics.filter}' is not in {organs}")
+            problems.append(("kinetics.filter", self.kinetics.filter, f"is not in {organs}"))
         if set(self.kinetics.cell_types) != set(self.design.cell_types):
-            problems.append("kinetics.cell_types must match design.cell_types")
+            problems.append(("kinetics.cell_types", None, "must match design.cell_types"))
         for name, ck in self.kinetics.cell_types.items():
             for key in ("first_pass", "loss_per_d"):
                 if set(getattr(ck, key)) != set(organs):
-                    problems.append(f"kinetics.cell_types.{name}.{key} must name {organs}")
+                    problems.append((f"kinetics.cell_types.{name}.{key}", None,
+                                     f"must name {organs}"))
             if sum(ck.first_pass.values()) >= 1:
-                problems.append(f"kinetics.cell_types.{name}.first_pass sums to ≥ 1")
+                problems.append((f"kinetics.cell_types.{name}.first_pass", None, "sums to ≥ 1"))
+        for region in self.design.ex_vivo_regions:
+            if region not in organs:
+                problems.append(("design.ex_vivo_regions", region, f"is not a compartment "
+                                 f"{organs}; ex vivo images are of excised organs"))
         m = self.measurement
         for region in self.design.in_vivo_regions:
             if region != WHOLE_BODY and region not in m.transmission_in_vivo:
-                problems.append(f"measurement.transmission_in_vivo lacks region '{region}'")
+                problems.append(("measurement.transmission_in_vivo", None,
+                                 f"lacks region '{region}'"))
             if region not in m.background_in_vivo:
-                problems.append(f"measurement.background_in_vivo lacks region '{region}'")
+                problems.append(("measurement.background_in_vivo", None,
+                                 f"lacks region '{region}'"))
         for region in self.design.ex_vivo_regions + self.calibration.ex_vivo_regions:
             if region not in m.transmission_ex_vivo:
-                problems.append(f"measurement.transmission_ex_vivo lacks region '{region}'")
+                problems.append(("measurement.transmission_ex_vivo", None,
+                                 f"lacks region '{region}'"))
         for region in self.design.ex_vivo_regions:
             if region not in m.background_ex_vivo:
-                problems.append(f"measurement.background_ex_vivo lacks region '{region}'")
-        if set(m.transmission_in_vivo) - set(organs):
-            problems.append("measurement.transmission_in_vivo names unknown compartments")
+                problems.append(("measurement.background_ex_vivo", None,
+                                 f"lacks region '{region}'"))
+        for organ in sorted(set(m.transmission_in_vivo) - set(organs)):
+            problems.append(("measurement.transmission_in_vivo", organ,
+                             f"names a region that is not a compartment {organs}"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise KeyedProblems(problems)
         return self
 
     @property
@@ -194,6 +242,22 @@ class Truth(_Strict):
 def load_truth(path: str | Path) -> Truth:
     """Read and validate a truth TOML file (raises DataError naming file and key)."""
     return load_toml_model(path, Truth)
+
+
+def animal_ids(design: Design, cell_type: str) -> list[str]:
+    """A cell type's animals, ``muse01``…: one number width for all, so ids never collide
+    (``m`` + ``101`` and ``m1`` + ``01`` would)."""
+    n = sum(group.animals for group in design.sacrifice)
+    width = max(2, len(str(n)))
+    return [f"{cell_type}{number:0{width}d}" for number in range(1, n + 1)]
+
+
+def image_id(animal: str, modality: str, time_h: float) -> str:
+    """An image's id, ``muse01_in_vivo_24h``: the time in full where ``:g`` would round it,
+    so two times never share an image."""
+    time_h = float(time_h)
+    short = f"{time_h:g}"
+    return f"{animal}_{modality}_{short if float(short) == time_h else repr(time_h)}h"
 
 
 @dataclass
@@ -224,16 +288,15 @@ def _animal_parameters(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
         ck = truth.kinetics.cell_types[ct_name]
         f = np.array([ck.first_pass[o] for o in truth.organs])
         k = np.array([ck.loss_per_d[o] for o in truth.organs])
-        number = 0
+        ids = iter(animal_ids(truth.design, ct_name))
         for group in truth.design.sacrifice:
             for _ in range(group.animals):
-                number += 1
                 log_ratio = np.log(f / (1.0 - f.sum())) + var.first_pass_sd * rng.standard_normal(
                     f.size
                 )
                 expo = np.exp(log_ratio)
                 row = {
-                    "animal": f"{ct_name}{number:02d}",
+                    "animal": next(ids),
                     "cell_type": ct_name,
                     "sacrifice_h": group.time_h,
                     "release_per_d": ck.release_per_d
@@ -273,7 +336,7 @@ def _observations(truth: Truth, animals: pd.DataFrame, rng: np.random.Generator)
         cells = _live_cells(truth, animal, np.array([t for _, t in sessions]))
         for (modality, time_h), live in zip(sessions, cells, strict=True):
             gain = np.exp(m.image_gain_sd * rng.standard_normal())
-            image = f"{animal['animal']}_{modality}_{time_h:g}h"
+            image = image_id(animal["animal"], modality, time_h)
             if modality == "in_vivo":
                 regions, background = truth.design.in_vivo_regions, m.background_in_vivo
             else:
