@@ -204,7 +204,7 @@ def _scale_source(calibration: pd.DataFrame | None) -> str:
         return "transmission and photons-per-cell priors only (no standard curve)"
     if (calibration["setting"] == "ex_vivo").any():
         return "ex vivo spike-in standard curve (photons per cell × ex vivo transmission)"
-    return "in vitro standard curve (photons per cell) and ex vivo transmission priors"
+    return "in vitro standard curve (photons per cell) and the transmission priors"
 
 
 def make_summary(idata: az.InferenceData, design: dict, diagnostics: dict,
