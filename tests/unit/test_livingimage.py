@@ -36,6 +36,11 @@ def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     return path
 
 
+def _write_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
 def _mapping(tmp_path: Path, old: str = "", new: str = "") -> Path:
     text = MAP.read_text(encoding="utf-8")
     assert old in text
@@ -210,6 +215,30 @@ def test_a_file_that_is_not_an_export(tmp_path: Path, content: bytes) -> None:
     assert problem.startswith(str(path)) and "not a Living Image ROI measurement export" in problem
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfeI\x00m\x00a", b"\xff\xfe\x00\xd8I\x00"])
+def test_damaged_utf16_is_a_problem_of_the_file(tmp_path: Path, content: bytes) -> None:
+    """An odd byte count or a lone surrogate after the BOM was a UnicodeDecodeError."""
+    path = _write_bytes(tmp_path / "odd16.csv", content)
+    (problem,) = _problems([path], MAP)
+    assert problem.startswith(f"{path}: not valid UTF-16 text (")
+
+
+def test_rows_are_the_file_lines_whatever_the_cells_hold(tmp_path: Path) -> None:
+    """U+2028, U+0085 and a form feed in a cell split lines, and a quoted line break split the
+    row in two: the rows named after them were off (or the file failed to import)."""
+    text = REFERENCE.read_text(encoding="utf-8")
+    for roi, layer in (("ROI 1", '"Over\nlay"'), ("ROI 2", "Over\u2028lay"),
+                       ("ROI 3", "Over\x85lay"), ("BKG 1", "Over\x0clay")):
+        text = text.replace(f"IMG0001,{roi},Overlay", f"IMG0001,{roi},{layer}")
+    export = _write(tmp_path / "export.csv", text)
+    expected = import_livingimage([REFERENCE], mapping=MAP)
+    pd.testing.assert_frame_equal(import_livingimage([export], mapping=MAP), expected)
+    _write(export, text.replace("7.540E+03", "n/a"))
+    assert _problems([export], MAP) == [
+        f"{export}, row 8, column 'Total Flux [p/s]', value 'n/a': not a number (expected e.g. "
+        "1.23E+05)"]
+
+
 def test_image_without_background_roi(tmp_path: Path) -> None:
     text = "".join(line for line in REFERENCE.read_text(encoding="utf-8").splitlines(True)
                    if not line.startswith("IMG0002,BKG 1"))
@@ -293,6 +322,46 @@ def test_a_background_roi_mapped_as_an_organ_is_reported_once(tmp_path: Path) ->
     problems = _problems([REFERENCE], _write(mapping, text))
     assert [p.split(": ")[0].split("key ")[1] for p in problems] == [
         "'images.IMG0001.rois.\"BKG 1\"'", "'images.IMG0002.rois.\"BKG 1\"'"]
+
+
+def test_an_ignored_roi_mapped_as_an_organ_or_background_is_a_conflict(tmp_path: Path) -> None:
+    """An ROI in ignore_rois and in [rois] was imported as an organ, silently."""
+    mapping = _mapping(tmp_path, "[defaults]", 'ignore_rois = ["ROI 3", "BKG 1"]\n[defaults]')
+    _write(mapping, mapping.read_text(encoding="utf-8").replace(
+        'cell_type = "msc"', 'cell_type = "msc"\nrois = { "ROI 3" = "damaged_organ" }'))
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 21, key 'rois.\"ROI 3\"': ROI is both an organ ROI and in "
+        "ignore_rois; keep it in one of them",
+        f"{mapping}, line 16, key 'images.IMG0002.rois.\"ROI 3\"': ROI is both an organ ROI "
+        "and in ignore_rois; keep it in one of them",
+        f"{mapping}, line 2, key 'ignore_rois', value 'BKG 1': ROI is both in ignore_rois and "
+        "in lod.background_rois; keep it in one of them"]
+
+
+def test_animal_imaged_in_vivo_after_its_ex_vivo_image_names_the_mapping_key(
+        tmp_path: Path) -> None:
+    """The table was written, and validate then refused it."""
+    mapping = _mapping(tmp_path, 'cell_type = "muse"', 'cell_type = "muse"\ntime_h = 48')
+    _write(mapping, mapping.read_text(encoding="utf-8").replace(
+        'animal = "m02"\ncell_type = "msc"',
+        'animal = "m01"\ncell_type = "muse"\nmodality = "ex_vivo"'))
+    export = REFERENCE
+    assert _problems([export], mapping) == [
+        f"{mapping}, line 11, key 'images.IMG0001.time_h', value 48.0: animal 'm01' of study "
+        "'als_pilot' is imaged in_vivo at 48 h, after its ex_vivo (sacrifice) measurement at "
+        f"24 h in image 'IMG0002' (ROI 'ROI 2', {export} row 7); in vivo images must be taken "
+        "at or before sacrifice"]
+
+
+def test_a_control_character_in_a_mapping_label_names_the_mapping_key(tmp_path: Path) -> None:
+    """animal = "m\\u0007x" was written into the table as is, and validate then refused it."""
+    mapping = _mapping(tmp_path, 'animal = "m01"', 'animal = "m\\u0007x"')
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 9, key 'images.IMG0001.animal', value 'm\\x07x': control character "
+        "(a tab, line break or terminal escape) in a label; expected an animal identifier"]
+    mapping = _mapping(tmp_path, 'study = "als_pilot"', 'study = "als\\u001bpilot"')
+    (problem,) = _problems([REFERENCE], mapping)
+    assert problem.startswith(f"{mapping}, line 3, key 'defaults.study', value 'als\\x1bpilot'")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -63,10 +63,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import io
+import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -88,6 +90,7 @@ from lanternpk.data.schema import (
     OBSERVATION_KEY,
     OPTIONAL_OBSERVATION_COLUMNS,
 )
+from lanternpk.data.validate import validate_observations
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
 from lanternpk.io import PARQUET_SUFFIXES
 from lanternpk.tomlfile import parse_toml, plain_message, with_lines
@@ -272,15 +275,20 @@ def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str
             problems.append(Problem(file, f"'{name}' is given for some images but not for "
                                     f"'{missing}'; give it for every image (e.g. in [defaults]) "
                                     "or for none", key=_key_path(["images", missing])))
-    both: set[str] = set()  # a global [rois] entry is named once, not once per image
+    lists = {"lod.background_rois": background, "ignore_rois": set(mapping.ignore_rois)}
+    both: set[tuple[str, str]] = set()  # a global [rois] entry is named once, not per image
     for key, img in images.items():
-        for roi in sorted(background & set(img.rois)):
-            own = roi in mapping.images[key].rois
-            where = _key_path(["images", key, "rois", roi] if own else ["rois", roi])
-            if where not in both:
-                both.add(where)
-                problems.append(Problem(file, "ROI is both an organ ROI and in "
-                                        "lod.background_rois; keep it in one of them", key=where))
+        for listed, names in lists.items():
+            for roi in sorted(names & set(img.rois)):
+                own = roi in mapping.images[key].rois
+                where = _key_path(["images", key, "rois", roi] if own else ["rois", roi])
+                if (where, listed) not in both:
+                    both.add((where, listed))
+                    problems.append(Problem(file, f"ROI is both an organ ROI and in {listed}; "
+                                            "keep it in one of them", key=where))
+    for roi in sorted(background & lists["ignore_rois"]):
+        problems.append(Problem(file, "ROI is both in ignore_rois and in lod.background_rois; "
+                                "keep it in one of them", key="ignore_rois", value=roi))
     seen: dict[tuple, tuple[str, dict]] = {}
     for key, img in images.items():
         animal = (img.fields.get("study"), img.fields.get("animal"))
@@ -369,6 +377,48 @@ def _split(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
+def _records(lines: Sequence[str], start: int, delimiter: str
+             ) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """Yield ``(line index, cells)`` for each row of ``lines`` from ``lines[start]`` on.
+
+    A quoted cell may hold line breaks, so a row may take several lines; when those lines are
+    not strictly well quoted (a quote left open, or closed inside a cell) or cannot be read,
+    the first line is read alone and the next ones as rows of their own. ``cells`` is the
+    :class:`csv.Error` of a line that cannot be read.
+    """
+    while start < len(lines):
+        reader = csv.reader(itertools.islice(lines, start, None), delimiter=delimiter)
+        while True:
+            index = start + reader.line_num
+            cells: list[str] | csv.Error
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                cells = err
+            end = start + reader.line_num
+            if end > index + 1 and (isinstance(cells, csv.Error)
+                                    or not _well_quoted(lines[index:end], delimiter)):
+                start = index + 1
+                try:
+                    cells = _split(lines[index], delimiter)
+                except csv.Error as err:
+                    cells = err
+                yield index, cells
+                break
+            yield index, cells
+
+
+def _well_quoted(lines: Sequence[str], delimiter: str) -> bool:
+    """Whether ``lines`` read as one row when quotes must close right before a delimiter."""
+    try:
+        next(csv.reader(lines, delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return True
+
+
 def _find_header(lines: Sequence[str]) -> tuple[int, str] | None:
     """Return (line index, delimiter) of the first line naming two or more known columns."""
     for index, line in enumerate(lines[:_HEADER_SEARCH_LINES]):
@@ -402,7 +452,11 @@ def _read_export(path: Path, *, rule: bool
         text = _decode(Path(path).read_bytes())
     except OSError as err:
         return [], [Problem(file, f"cannot read the export: {err.strerror}")], set()
-    lines = text.splitlines() if text is not None else []
+    except UnicodeDecodeError as err:  # only UTF-16 (it has a BOM) is decoded strictly
+        return [], [Problem(file, f"not valid UTF-16 text ({err.reason} at byte {err.start}); "
+                            "export the ROI measurements from Living Image again")], set()
+    # Lines end at \r\n, \r or \n only (str.splitlines also splits at U+2028, U+0085, \f, ...).
+    lines = io.StringIO(text, newline="").readlines() if text is not None else []
     found = _find_header(lines) if text is not None else None
     if found is None:
         return [], [Problem(file, "not a Living Image ROI measurement export: no header line "
@@ -440,12 +494,10 @@ def _read_export(path: Path, *, rule: bool
     names = {meaning: headers[i] for meaning, i in columns.items()}
     rows: list[_Row] = []
     refused: set[tuple[str, str]] = set()
-    for offset, line in enumerate(lines[header_index + 1:]):
-        line_no = header_line + 1 + offset
-        try:
-            cells = _split(line, delimiter)
-        except csv.Error as err:
-            problems.append(Problem(file, f"cannot read this line as a table row ({err}); "
+    for index, cells in _records(lines, header_index + 1, delimiter):
+        line_no = index + 1
+        if isinstance(cells, csv.Error):
+            problems.append(Problem(file, f"cannot read this line as a table row ({cells}); "
                                     "check its quotes", row=line_no))
             continue
         if not any(c.strip() for c in cells):
@@ -725,13 +777,54 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
     if not problems and not records:
         problems.append(Problem(", ".join(map(str, exports)), "no organ ROIs found "
                                 "(every ROI is a background or ignored ROI)"))
+    if not problems:  # the table must pass the contract that `lanternpk validate` checks
+        table, sources = _table(records)
+        problems = _contract_problems(table, sources, spec, map_file)
     if problems:  # the mapping's keys with their lines (the exports' rows have theirs)
         raise DataError(with_lines(problems, map_text))
-    return _table(records)
+    return table
 
 
-def _table(records: list[tuple[dict[str, object], _Row]]) -> pd.DataFrame:
-    """Build the canonical table, refusing two measurements with the same key."""
+def _contract_problems(table: pd.DataFrame, sources: Sequence[_Row],
+                       spec: LivingImageMapping, map_file: str) -> list[Problem]:
+    """The observation contract's problems with ``table``, at the mapping key or export row.
+
+    A value the mapping gives (``animal``, ``time_h``, ...) is named by its key; a row of
+    ``table`` that a message refers to, by its image and ROI (the table is not written yet).
+    """
+    def source(row: int) -> _Row:
+        return sources[row - FIRST_DATA_ROW]
+
+    def named(match: re.Match) -> str:
+        if not FIRST_DATA_ROW <= int(match[1]) < FIRST_DATA_ROW + len(sources):
+            return match[0]  # e.g. in a label quoted in the message
+        row = source(int(match[1]))
+        return f"image '{row.image}' (ROI '{row.roi}', {row.file} row {row.line})"
+
+    problems: dict[Problem, None] = {}  # each once: an image's ROIs share its mapping keys
+    for problem in validate_observations(table, map_file)[1]:
+        message = re.sub(r"\brow (\d+)", named, problem.message)
+        if problem.row is None:  # not expected: the columns are built here
+            problems[Problem(map_file, message, column=problem.column)] = None
+            continue
+        row, name = source(problem.row), problem.column
+        if name in _REQUIRED_IMAGE_FIELDS + _OPTIONAL_IMAGE_FIELDS:
+            own = getattr(spec.images[row.image], name) is not None
+            key = _key_path(["images", row.image, name] if own else ["defaults", name])
+            value = getattr(spec.images[row.image] if own else spec.defaults, name)
+            problems[Problem(map_file, message, key=key, value=value)] = None
+        else:
+            problems[Problem(row.file, message, row=row.line, column=row.columns.get(name),
+                             value=problem.value)] = None
+    return list(problems)
+
+
+def _table(records: list[tuple[dict[str, object], _Row]]
+           ) -> tuple[pd.DataFrame, list[_Row]]:
+    """Build the canonical table, refusing two measurements with the same key.
+
+    Returns the table and, for each of its rows in order, the export row it comes from.
+    """
     optional = [c for c in OPTIONAL_OBSERVATION_COLUMNS if c in records[0][0]]
     dtypes = OBSERVATION_COLUMNS | {c: OPTIONAL_OBSERVATION_COLUMNS[c] for c in optional}
     table = pd.DataFrame.from_records([r for r, _ in records], columns=list(dtypes))
@@ -748,11 +841,11 @@ def _table(records: list[tuple[dict[str, object], _Row]]) -> pd.DataFrame:
                     f"'{first.roi}'); map each ROI of an image to its own region",
                     row=row.line, column=row.columns["roi"], value=row.roi))
         raise DataError(problems)
-    table = table.astype(dtypes)
-    table = table.sort_values(["study", "animal", "time_h", "modality", "region", "image"],
-                              kind="mergesort", ignore_index=True)
+    table = table.astype(dtypes).sort_values(
+        ["study", "animal", "time_h", "modality", "region", "image"], kind="mergesort")
+    sources = [sources[i] for i in table.index]
     table.index = pd.RangeIndex(FIRST_DATA_ROW, FIRST_DATA_ROW + len(table), name=INDEX_NAME)
-    return table
+    return table, sources
 
 
 # --------------------------------------------------------------------------- output
