@@ -280,13 +280,22 @@ def _p_gt_1(ratio: np.ndarray) -> float | None:
     return float(np.mean(ratio > 1))
 
 
+def contrast_pair(cell_types: list[str]) -> tuple[str, str]:
+    """Numerator and denominator of the contrasts: Muse / MSC (DESIGN.md) when the study
+    holds both, whatever order the spec lists them in; else the first listed cell type over
+    the second."""
+    if "muse" in cell_types and "msc" in cell_types:
+        return "muse", "msc"
+    return cell_types[0], cell_types[1]
+
+
 def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], list[dict]]:
     """Estimand and contrast records of the summary JSON contract (DESIGN.md).
 
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities; both ``None`` where the ratio is undefined, e.g. without prior
-    draws). Contrasts: first cell type over second for homing fractions and
+    draws). Contrasts (:func:`contrast_pair`): Muse over MSC for homing fractions and
     half-lives, with P(ratio > 1) (``None`` for a ratio the model fixes at 1), and the same
     two fields (the prior's ratio of the two estimands' prior draws as reference); a ratio
     is also marked barely informed when its numerator or denominator is, since it then
@@ -308,7 +317,7 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     contrasts = []
     cell_types = design["cell_types"]
     if len(cell_types) >= 2:
-        num, den = cell_types[0], cell_types[1]
+        num, den = contrast_pair(cell_types)
         for name, contrast in (("homing_fraction", "homing_fraction_ratio"),
                                ("half_life_d", "half_life_ratio")):
             for organ in design["organs"]:

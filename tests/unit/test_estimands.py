@@ -163,3 +163,18 @@ def test_statistics_that_are_not_finite_are_null_so_the_summary_stays_valid_json
                  and c["region"] == "femur")
     assert all(ratio[k] is None for k in ("median", "q05", "q95", "p_gt_1"))
     json.dumps({"estimands": estimands, "contrasts": contrasts}, allow_nan=False)
+
+
+def test_contrasts_are_muse_over_msc_whatever_the_specs_order():
+    """DESIGN.md: contrasts are Muse / MSC ratios. Before, a spec listing MSC first flipped
+    every ratio and its P(ratio > 1)."""
+    group = _group({"msc": [0.92, 0.02], "muse": [0.70, 0.03]},
+                   {"msc": [0.69, 0.35], "muse": [0.35, 0.03]}, {"msc": 0.05, "muse": 1.0})
+    _, contrasts = summarize_estimands(group, None, _design(["msc", "muse"]))
+    assert {(c["numerator"], c["denominator"]) for c in contrasts} == {("muse", "msc")}
+    femur = next(c for c in contrasts if c["name"] == "half_life_ratio"
+                 and c["region"] == "femur")
+    assert femur["median"] == pytest.approx(0.35 / 0.03) and femur["p_gt_1"] == 1.0
+    _, others = summarize_estimands(group.assign_coords(cell_type=["b", "a"]), None,
+                                    _design(["b", "a"]))
+    assert {(c["numerator"], c["denominator"]) for c in others} == {("b", "a")}

@@ -26,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
 from lanternpk.errors import DataError, UsageError
+from lanternpk.estimands import contrast_pair
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
     POSTERIOR_FILE,
@@ -326,7 +327,7 @@ def _answer(run: RunReport) -> dict | None:
     cell_types = run.design["cell_types"]
     if len(cell_types) < 2 or not run.summary["contrasts"]:
         return None
-    num, den = cell_types[:2]
+    num, den = contrast_pair(cell_types)
     estimands = {(e["name"], e["cell_type"], e["region"]): e for e in run.summary["estimands"]
                  if e["time_d"] is None and e["modality"] is None}
     contrasts = {(c["name"], c["region"]): c for c in run.summary["contrasts"]}
