@@ -422,8 +422,8 @@ def predictive_to_idata(pred, obs: pd.DataFrame, *, n_chains: int, attrs: dict):
 
 def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
             seed: int = DEFAULT_SEED, data_path: Path | None = None,
-            write_figures: bool = True, log: Callable[[str], None] | None = None
-            ) -> PpcResult:
+            write_figures: bool = True, log: Callable[[str], None] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> PpcResult:
     """Posterior predictive checks of a run; writes ``RUN_DIR/ppc/``.
 
     Parameters
@@ -443,6 +443,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
         Also render the visual predictive check PNGs.
     log : callable, optional
         Told, once the run and its files have been checked, that simulation starts.
+    progress : callable, optional
+        Called as ``progress(done, total)`` (draws) after each simulated chunk.
 
     Raises
     ------
@@ -478,7 +480,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
         log(f"simulating the posterior predictive of {run_dir} ...")
     simulate_start = time.perf_counter()
     pred = posterior_predictive(idata.posterior, spec, data, mode="same_animals",
-                                draws=draws, seed=seed, device=dev)
+                                draws=draws, seed=seed, device=dev, progress=progress)
     simulate_s = time.perf_counter() - simulate_start
     n_draws = pred.log_flux.shape[0]
     # the chains survive, stacked chain-major, only when every draw is kept
@@ -571,21 +573,39 @@ def format_report(result: PpcResult) -> str:
 
 
 def run_ppc_command(run_dir: Path, *, draws: int | None, device: str, seed: int,
-                    data_path: Path | None) -> int:
+                    data_path: Path | None, progressbar: bool = True) -> int:
     """CLI handler of ``lanternpk ppc``: run the checks, print the table, return 0.
 
     Flags are warnings in the table, not failures; user errors raise
     :class:`~lanternpk.errors.UsageError` / :class:`~lanternpk.errors.DataError`.
+    ``progressbar``: a bar over the simulated draws, on stderr when it is a terminal.
     """
-    result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path,
-                     log=lambda msg: print(f"lanternpk ppc: {msg}", file=sys.stderr))
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("ppc draws"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console,
+                   disable=not (progressbar and console.is_terminal))
+    task = bar.add_task("ppc", total=None)
+    with bar:
+        result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path,
+                         log=lambda msg: print(f"lanternpk ppc: {msg}", file=sys.stderr),
+                         progress=lambda done, total: bar.update(task, completed=done,
+                                                                 total=total))
     print(format_report(result))
     return EXIT_OK
 
 
 def _cmd_ppc(args: argparse.Namespace) -> int:
     return run_ppc_command(args.run_dir, draws=args.draws, device=args.device, seed=args.seed,
-                           data_path=args.data)
+                           data_path=args.data, progressbar=not args.quiet)
 
 
 def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
@@ -608,6 +628,8 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to simulate (auto: a GPU when JAX sees one, else CPU)")
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     p.add_argument("--data", type=Path, default=None,
                    help="the observations file the run was fit to, if it moved "
                    "(checked against the run's sha256)")

@@ -294,3 +294,24 @@ def test_plot_vpc_returns_a_figure_and_two_rows_of_axes_per_cell_type():
     assert axes.shape == (2, 1)
     with pytest.raises(ValueError, match="no rows"):
         plot_vpc(obs, flux_draws, flux_draws < 150.0, region="femur", modality="in_vivo")
+
+
+@pytest.mark.parametrize("flags", [[], ["--quiet"]])
+def test_the_ppc_command_reports_its_draws_progress(monkeypatch, tmp_path, flags):
+    """DESIGN.md: a progress bar for long work. The command hands run_ppc a callback over the
+    simulated draws (drawn as a bar only when stderr is a terminal)."""
+    import lanternpk.ppc as ppc
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE, UsageError
+
+    calls = []
+
+    def fake_run_ppc(run_dir, **kwargs):
+        kwargs["progress"](500, 1000)
+        kwargs["progress"](1000, 1000)
+        calls.append(kwargs)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(ppc, "run_ppc", fake_run_ppc)
+    assert main(["ppc", str(tmp_path), *flags]) == EXIT_USAGE
+    assert len(calls) == 1
