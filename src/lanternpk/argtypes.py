@@ -100,6 +100,8 @@ def output_path(text: str) -> Path:
     Only the directories above it are checked here; whether the path itself may be replaced
     is for the command to decide.
     """
+    if text == "":  # Path("") is ".", the current directory
+        raise argparse.ArgumentTypeError("an empty path; name the directory or file to write")
     path = Path(text)
     reason = not_a_directory(path.parent)
     if reason is not None:

@@ -586,6 +586,12 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         raise UsageError("compare needs at least two run directories")
     if len({r.resolve() for r in run_dirs}) < len(run_dirs):
         raise UsageError("a run directory is given twice")
+    if not refit:
+        ignored = [name for name, value in (("--max-refits", max_refits),
+                                            ("--refit-draws", refit_draws)) if value is not None]
+        if ignored:
+            raise UsageError(f"{' and '.join(ignored)} set how animals are refit, and "
+                             "--no-refit refits none; drop one or the other")
     for name, value, minimum in (("--draws", draws, MIN_PSIS_DRAWS),
                                  ("--refit-draws", refit_draws, MIN_PSIS_DRAWS),
                                  ("--is-draws", is_draws, 1)):
@@ -603,7 +609,12 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
                              f"{runs[0].run_dir} to {first['data_file']} (different sha256); "
                              "compare needs runs fit to the same data")
 
-    from lanternpk.predictive import parameter_draws, posterior_predictive, resolve_device
+    from lanternpk.predictive import (
+        chains_kept,
+        parameter_draws,
+        posterior_predictive,
+        resolve_device,
+    )
 
     dev = resolve_device(device)
     scores = []
@@ -612,7 +623,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         pred = posterior_predictive(run.idata.posterior, run.spec, run.data, draws=draws,
                                     seed=seed, device=dev, with_observed=True)
         log_lik = np.asarray(pred.log_lik, dtype=float)
-        n_chains = int(run.idata.posterior.sizes["chain"]) if draws is None else 1
+        n_chains = chains_kept(run.idata.posterior, pred.draw_index)
         reff = relative_efficiency(log_lik, n_chains)
         loo = psis_loo(log_lik, reff=reff, labels=[str(i) for i in run.obs.index])
         loao_cond = psis_loao(log_lik, _row_animals(run.data), reff=reff)

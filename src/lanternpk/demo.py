@@ -58,7 +58,7 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
     """
     from lanternpk.ppc import format_report, run_ppc
     from lanternpk.report import load_run_report, load_sbc, render_report
-    from lanternpk.report.render import check_report_directory
+    from lanternpk.report.render import REPORT_RUN_DIR, check_report_directory
 
     check_report_directory(out)  # before any work: the fit checks out/run itself
     for study in bundled_studies(root):
@@ -70,7 +70,7 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
         print()
     study = root / "data" / DEMO_STUDY
     print(f"fitting {DEMO_SPEC} to {study / 'observations.csv'} …", flush=True)
-    result = fit(study / "observations.csv", root / DEMO_SPEC, out / "run",
+    result = fit(study / "observations.csv", root / DEMO_SPEC, out / REPORT_RUN_DIR,
                  calibration_path=study / "calibration.csv",
                  settings=settings or SamplerSettings(),
                  command=["lanternpk", "demo", "--root", str(root), "--out", str(out)],

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lanternpk import __version__
+from lanternpk.argtypes import not_a_file
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.diagnostics import check_convergence
 from lanternpk.errors import DataError, Problem, UsageError, load_all
@@ -355,7 +356,7 @@ def load_run_with_inputs(run_dir: Path, *, command: str, data_path: Path | None 
         if path.is_file():
             continue
         if what == "data" and not recorded:
-            raise UsageError(f"--data: no such file: {path}")
+            raise UsageError(f"--data: {not_a_file(path)}")
         hint = data_hint if what == "data" else ""
         raise UsageError(f"{run_dir} was fit with {what} {path}, which is not there (relative "
                          "paths are relative to where `lanternpk fit` ran); run lanternpk "

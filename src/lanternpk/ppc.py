@@ -66,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import positive_int, random_seed
+from lanternpk.argtypes import existing_file, positive_int, random_seed
 from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency
 from lanternpk.errors import EXIT_OK, UsageError
 
@@ -464,10 +464,14 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     from lanternpk.fit import load_run_with_inputs, require_run
     from lanternpk.io import atomic_path, write_text_atomic
     from lanternpk.model import prepare_data
-    from lanternpk.predictive import posterior_predictive, resolve_device
+    from lanternpk.predictive import chains_kept, posterior_predictive, resolve_device
     from lanternpk.spec import load_spec
 
     require_run(run_dir, writable=True)  # before JAX loads in resolve_device
+    ppc_dir = run_dir / PPC_DIR
+    if ppc_dir.exists() and not ppc_dir.is_dir():
+        raise UsageError(f"{ppc_dir} is not a directory; ppc writes its results there, so "
+                         "move it away")
     dev = resolve_device(device)
     idata, provenance, spec_path, data_path = load_run_with_inputs(
         run_dir, command="ppc", data_path=data_path,
@@ -483,9 +487,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                                 draws=draws, seed=seed, device=dev, progress=progress)
     simulate_s = time.perf_counter() - simulate_start
     n_draws = pred.log_flux.shape[0]
-    # the chains survive, stacked chain-major, only when every draw is kept
-    chains, per_chain = (int(idata.posterior.sizes[d]) for d in ("chain", "draw"))
-    n_chains = chains if np.array_equal(pred.draw_index, np.arange(chains * per_chain)) else 1
+    n_chains = chains_kept(idata.posterior, pred.draw_index)
     rng = np.random.default_rng(seed)
     uniforms = rng.uniform(size=data.censored.shape)
     pit = randomized_pit(pred.cdf.mean(axis=0), data.censored, uniforms=uniforms)
@@ -494,7 +496,6 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                   uniforms=uniforms)
     loo_record = _loo_record(obs, data.censored, loo, pit, seed, n_chains=n_chains)
 
-    ppc_dir = run_dir / PPC_DIR
     ppc_dir.mkdir(exist_ok=True)
     attrs = {"mode": "same_animals", "seed": seed, "device": pred.device, "draws": n_draws,
              "draw_index": pred.draw_index.tolist(), "run_dir": str(run_dir),
@@ -630,7 +631,7 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
-    p.add_argument("--data", type=Path, default=None,
+    p.add_argument("--data", type=existing_file, default=None,
                    help="the observations file the run was fit to, if it moved "
                    "(checked against the run's sha256)")
     p.set_defaults(handler=_cmd_ppc)

@@ -164,6 +164,13 @@ def thin_indices(n_total: int, draws: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_total - 1, draws)).astype(int))
 
 
+def chains_kept(group, draw_index: np.ndarray) -> int:
+    """How many chains the kept draws still form, for relative efficiencies: all of the
+    group's chains when every draw was kept (stacked chain-major), else 1 (thinned draws)."""
+    chains, per_chain = (int(group.sizes[d]) for d in ("chain", "draw"))
+    return chains if np.array_equal(draw_index, np.arange(chains * per_chain)) else 1
+
+
 def parameter_draws(group, spec: ModelSpec, data: ModelData, *, mode: str = "same_animals",
                     draws: int | None = None) -> dict[str, np.ndarray]:
     """Stacked parameter draws, ready for :func:`simulate`.

@@ -70,7 +70,7 @@ from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, loa
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
-from lanternpk.tomlfile import load_toml_model, parse_toml
+from lanternpk.tomlfile import KeyedProblems, load_toml_model, parse_toml, with_lines
 
 #: Datasets simulated per prior-predictive call; dataset i is in block i // BLOCK.
 BLOCK = 50
@@ -92,7 +92,7 @@ POPULATION = ("first_pass", "release", "loss", "photons_per_cell", "transmission
 # --- design -----------------------------------------------------------------------------------
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Detection(_Strict):
@@ -116,13 +116,16 @@ class SbcDesign(_Strict):
         for modality, regions, backgrounds in (
                 ("in_vivo", self.design.in_vivo_regions, self.detection.background_in_vivo),
                 ("ex_vivo", self.design.ex_vivo_regions, self.detection.background_ex_vivo)):
+            key = f"detection.background_{modality}"
             for region in regions:
                 if region not in backgrounds:
-                    problems.append(f"detection.background_{modality} lacks region '{region}'")
+                    problems.append((key, None, f"lacks region '{region}' of "
+                                     f"design.{modality}_regions"))
                 elif backgrounds[region] <= 0:
-                    problems.append(f"detection.background_{modality}.{region} must be > 0")
+                    problems.append((f"{key}.{region}", backgrounds[region],
+                                     "a background must be > 0 photons/s"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise KeyedProblems(problems)
         return self
 
 
@@ -148,6 +151,34 @@ def load_design(path: str | Path) -> SbcDesign:
                      detection=Detection(background_in_vivo=m.background_in_vivo,
                                          background_ex_vivo=m.background_ex_vivo,
                                          background_cv=m.background_cv))
+
+
+def check_design(spec: ModelSpec, obs: pd.DataFrame, path: str | Path) -> None:
+    """Refuse a design the spec cannot model, naming the design file's keys (its rows are
+    generated, so row numbers would mean nothing to the user).
+
+    Raises
+    ------
+    DataError
+        A cell type or region of ``path`` the spec does not have, or a region without a
+        transmission for its modality; one problem per key and value.
+    """
+    from lanternpk.model import prepare_data
+
+    try:
+        prepare_data(spec, obs, source=str(path))
+    except DataError as err:
+        problems = {}
+        for problem in err.problems:
+            key = "design"
+            if problem.row is not None and problem.column == "cell_type":
+                key = "design.cell_types"
+            elif problem.row is not None and problem.column == "region":
+                key = f"design.{obs.loc[problem.row, 'modality']}_regions"
+            problems.setdefault((key, str(problem.value), problem.message), Problem(
+                str(path), problem.message, key=key, value=problem.value))
+        text = Path(path).read_text(encoding="utf-8")
+        raise DataError(with_lines(list(problems.values()), text)) from None
 
 
 def design_observations(design: SbcDesign) -> pd.DataFrame:
@@ -559,35 +590,62 @@ def _retry_or_fail(backend, fn, running, run: _Running, max_attempts, on_record)
 
 # --- files ----------------------------------------------------------------------------------
 
+def check_campaign_directory(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a non-empty directory other than a campaign's
+    (its ``sbc_run.json``): the campaign writes ``ranks.csv``, ``sbc.json`` … over whatever
+    has those names. A campaign directory is resumed, its other files left alone.
+
+    Raises
+    ------
+    UsageError
+        ``out`` is a file, or a directory holding files but no ``sbc_run.json``.
+    """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"refusing to write an SBC campaign into {out}: it is a file, not a "
+                         "directory")
+    if out.is_dir() and not (out / RUN_FILE).is_file():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            raise UsageError(f"refusing to write an SBC campaign into {out}: it is not empty "
+                             f"and holds no {RUN_FILE} (holds {', '.join(entries[:3])}"
+                             f"{', …' if len(entries) > 3 else ''}); choose another --out")
+
+
 def fit_path(out: Path, index: int) -> Path:
     return out / FITS_DIR / f"{index:04d}.json"
 
 
+#: What a finished record must hold (:func:`fit_task`) for the summary to read it.
+_OK_RECORD_FIELDS = {"ranks": dict, "diagnostics": dict, "n_draws": int, "wall_s": int | float}
+
+
+def read_record(out: Path, index: int, key: str) -> dict | None:
+    """Fit record ``index`` of run key ``key``, or None: absent, of another run, or not a
+    record (unreadable, half written, edited by hand), so that its fit is redone."""
+    path = fit_path(out, index)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (isinstance(record, dict) and record.get("key") == key
+            and record.get("status") in ("ok", "failed")
+            and isinstance(record.get("attempts", []), list)):
+        return None
+    if record["status"] == "ok" and not all(isinstance(record.get(name), kind)
+                                            for name, kind in _OK_RECORD_FIELDS.items()):
+        return None
+    return record
+
+
 def finished(out: Path, n: int, key: str) -> dict[int, dict]:
     """Finished (status ``ok``) records of this run key among indices ``0 … n − 1``."""
-    records = {}
-    for index in range(n):
-        path = fit_path(out, index)
-        if not path.is_file():
-            continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if record.get("key") == key and record.get("status") == "ok":
-            records[index] = record
-    return records
+    records = {index: read_record(out, index, key) for index in range(n)}
+    return {i: r for i, r in records.items() if r is not None and r["status"] == "ok"}
 
 
 def _previous_attempts(out: Path, index: int, key: str) -> list:
-    path = fit_path(out, index)
-    if not path.is_file():
-        return []
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
-    return record.get("attempts", []) if record.get("key") == key else []
+    record = read_record(out, index, key)
+    return record.get("attempts", []) if record is not None else []
 
 
 def write_record(out: Path, record: dict) -> None:
@@ -668,10 +726,13 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
     if not timeout_s > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout_s}")
     start = time.perf_counter()
+    out = Path(out)
+    check_campaign_directory(out)
     spec = load_spec(spec_path)
     design = load_design(design_path)
+    obs = design_observations(design)
+    check_design(spec, obs, design_path)
     key = run_key(Path(spec_path).read_bytes(), Path(design_path).read_bytes(), settings)
-    out = Path(out)
     manifest_path = out / RUN_FILE
     if manifest_path.is_file():
         try:
@@ -684,23 +745,30 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
                              "object); use another --out")
         if old.get("key") != key:
             raise UsageError(f"{out} holds an SBC campaign of another spec, design or settings "
-                             f"(run key {old.get('key', '?')[:12]}…); use another --out")
-    obs = design_observations(design)
+                             f"(run key {str(old.get('key', '?'))[:12]}…); use another --out")
     manifest = {"key": key, "spec_file": str(spec_path), "design_file": str(design_path),
                 "spec_sha256": hashlib.sha256(Path(spec_path).read_bytes()).hexdigest(),
                 "design_sha256": hashlib.sha256(Path(design_path).read_bytes()).hexdigest(),
                 "settings": asdict(settings), "block": BLOCK, "rows": len(obs),
                 "animals": int(obs["animal"].nunique()), "lanternpk": __version__}
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
-
     done = finished(out, n, key)
     todo = [i for i in range(n) if i not in done]
+    client = cluster = None
+    if todo and backend is None:  # before writing or simulating: a bad address fails at once
+        client, cluster = _open_client(scheduler, workers)
+        backend = DaskBackend(client)
     wall_fits = 0.0
-    if todo:
-        tasks = _make_tasks(spec, obs, todo, key, settings, out)
-        wall_fits = _execute(tasks, out, n=n, n_done=len(done), scheduler=scheduler,
-                             workers=workers, timeout_s=timeout_s, progress=progress,
-                             backend=backend, task_fn=task_fn)
+    try:
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
+        if todo:
+            tasks = _make_tasks(spec, obs, todo, key, settings, out)
+            wall_fits = _execute(tasks, out, n=n, n_done=len(done), timeout_s=timeout_s,
+                                 progress=progress, backend=backend, task_fn=task_fn)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     summary = summarize(out, n, key, alpha=alpha, bins=bins, seed=settings.seed)
     summary["campaign"] = {**manifest, "n": n, "command": command,
                            "scheduler": scheduler or f"LocalCluster({workers} workers)",
@@ -743,8 +811,7 @@ def _make_tasks(spec, obs, todo, key, settings, out) -> list[FitTask]:
     return tasks
 
 
-def _execute(tasks, out, *, n, n_done, scheduler, workers, timeout_s, progress, backend,
-             task_fn) -> float:
+def _execute(tasks, out, *, n, n_done, timeout_s, progress, backend, task_fn) -> float:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -756,10 +823,6 @@ def _execute(tasks, out, *, n, n_done, scheduler, workers, timeout_s, progress, 
     )
 
     start = time.perf_counter()
-    client = cluster = None
-    if backend is None:
-        client, cluster = _open_client(scheduler, workers)
-        backend = DaskBackend(client)
     failed = 0
     bar = Progress(TextColumn("sbc fits"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -773,15 +836,9 @@ def _execute(tasks, out, *, n, n_done, scheduler, workers, timeout_s, progress, 
         failed += record["status"] != "ok"
         bar.update(bar_task, advance=1, failed=failed)
 
-    try:
-        with bar:
-            bar_task = bar.add_task("fits", total=n, completed=n_done, failed=0)
-            run_tasks(backend, task_fn, tasks, timeout_s=timeout_s, on_record=on_record)
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+    with bar:
+        bar_task = bar.add_task("fits", total=n, completed=n_done, failed=0)
+        run_tasks(backend, task_fn, tasks, timeout_s=timeout_s, on_record=on_record)
     return time.perf_counter() - start
 
 
@@ -793,9 +850,8 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
 
     records, failed, missing = {}, [], []
     for index in range(n):
-        path = fit_path(out, index)
-        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        if record is None or record.get("key") != key:
+        record = read_record(out, index, key)
+        if record is None:
             missing.append(index)
         elif record["status"] == "ok":
             records[index] = record
@@ -853,9 +909,8 @@ def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> None:
 
     dest = Path(out if dest is None else dest)
     key = summary["campaign"]["key"]
-    records = [json.loads(fit_path(out, i).read_text(encoding="utf-8"))
-               for i in range(summary["n_requested"]) if fit_path(out, i).is_file()]
-    records = [r for r in records if r.get("key") == key and r["status"] == "ok"]
+    records = [read_record(out, i, key) for i in range(summary["n_requested"])]
+    records = [r for r in records if r is not None and r["status"] == "ok"]
     table = pd.DataFrame([{"index": r["index"], **r["ranks"]} for r in records])
     with atomic_path(dest / RANKS_FILE) as tmp:
         table.to_csv(tmp, index=False)
@@ -900,6 +955,22 @@ def format_summary(summary: dict) -> str:
 # --- command line ---------------------------------------------------------------------------
 
 
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address, ``[scheme://]host:port`` (``--scheduler``).
+
+    Checked as :class:`distributed.Client` parses it, before any work: a ``Client`` that
+    failed to parse its address hangs for 40 s at exit and prints a traceback.
+    """
+    from distributed.comm import get_address_host_port
+
+    try:
+        get_address_host_port(text)
+    except (ValueError, ImportError) as err:
+        raise argparse.ArgumentTypeError(f"not a Dask scheduler address such as "
+                                         f"tcp://HOST:8786 ({err})") from None
+    return text
+
+
 def _cmd_sbc(args: argparse.Namespace) -> int:
     for path, what in ((args.spec, "spec"), (args.truth_design, "design")):
         if not Path(path).is_file():
@@ -934,7 +1005,7 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    help="study design TOML (data/designs/) or a truth file (its parameters "
                    "are ignored)")
     p.add_argument("--n", required=True, type=positive_int, help="number of fits")
-    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+    p.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address, default=None,
                    help="address of an existing Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="local cluster worker processes, one thread each (default: CPUs)")

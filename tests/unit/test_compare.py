@@ -230,3 +230,25 @@ def test_compare_shows_the_refits_progress_unless_quiet(monkeypatch, tmp_path, f
     monkeypatch.setattr(compare, "compare_runs", fake_compare_runs)
     rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), *flags])
     assert rc == EXIT_USAGE and seen["progressbar"] is expected
+
+
+def test_refit_options_with_no_refit_are_a_usage_error(tmp_path, capsys):
+    """--max-refits and --refit-draws were accepted with --no-refit and silently ignored."""
+    rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--no-refit",
+               "--max-refits", "3", "--refit-draws", "50"])
+    assert rc == EXIT_USAGE
+    assert "--max-refits and --refit-draws set how animals are refit" in capsys.readouterr().err
+
+
+def test_all_draws_kept_keep_their_chains():
+    """`compare --draws 4000` of a 4 × 1000 run kept every draw but scored them as one chain,
+    which changed the relative efficiencies and so elpd_loo and elpd_loao."""
+    import xarray as xr
+
+    from lanternpk.predictive import chains_kept, thin_indices
+
+    group = xr.Dataset({"x": (("chain", "draw"), np.zeros((4, 1000)))})
+    assert chains_kept(group, thin_indices(4000, None)) == 4
+    assert chains_kept(group, thin_indices(4000, 4000)) == 4
+    assert chains_kept(group, thin_indices(4000, 100000)) == 4
+    assert chains_kept(group, thin_indices(4000, 1000)) == 1

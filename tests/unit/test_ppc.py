@@ -315,3 +315,28 @@ def test_the_ppc_command_reports_its_draws_progress(monkeypatch, tmp_path, flags
     monkeypatch.setattr(ppc, "run_ppc", fake_run_ppc)
     assert main(["ppc", str(tmp_path), *flags]) == EXIT_USAGE
     assert len(calls) == 1
+
+
+def test_a_ppc_file_in_the_way_is_refused_before_simulating(tmp_path, capsys):
+    """RUN_DIR/ppc as a file: before, the whole simulation ran, then 'File exists'."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    (tmp_path / "posterior.nc").write_bytes(b"not read: the check comes first")
+    (tmp_path / "ppc").write_text("mine")
+    assert main(["ppc", str(tmp_path)]) == EXIT_USAGE
+    assert f"{tmp_path / 'ppc'} is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "ppc").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("given", "reason"), [
+    ("", "an empty path is not a file"), ("DIR", "is a directory, not a file")])
+def test_ppc_data_must_be_a_file(tmp_path, capsys, given, reason):
+    """Before: 'no such file: .' for an empty path, 'no such file: /tmp' for a directory."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    given = str(tmp_path) if given == "DIR" else given
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit for a bad argument
+        main(["ppc", str(tmp_path), "--data", given])
+    assert exit_.value.code == EXIT_USAGE and reason in capsys.readouterr().err

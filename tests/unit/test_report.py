@@ -202,6 +202,19 @@ def test_refuses_to_replace_a_directory_that_is_not_a_report(run, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_refuses_a_directory_of_other_directories(tmp_path):
+    """`demo --out data` of a checkout: its study directories were written beside. Only the
+    run that `lanternpk demo` fits into a report directory may be there."""
+    from lanternpk.report.render import check_report_directory
+
+    (tmp_path / "als_mouse").mkdir()
+    with pytest.raises(UsageError, match=r"not hold a lanternpk report \(found als_mouse/\)"):
+        check_report_directory(tmp_path)
+    (tmp_path / "als_mouse").rmdir()
+    (tmp_path / "run").mkdir()
+    check_report_directory(tmp_path)  # a report written by `lanternpk demo`
+
+
 def test_the_report_takes_the_data_from_the_run_not_from_the_data_file(run_dir, tmp_path):
     """DESIGN.md: reports are rendered from the saved posterior alone. Before, the data
     figure, counts and study name were dropped once the data file had moved."""

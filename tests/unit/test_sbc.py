@@ -144,7 +144,8 @@ def test_design_missing_a_background_is_refused(tmp_path, root):
     text = (root / "data/designs/sbc_small.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("femur = 1.0e3, ", ""))
-    with pytest.raises(DataError, match="background_ex_vivo lacks region 'femur'"):
+    with pytest.raises(DataError, match=r"line 25, key 'detection.background_ex_vivo': lacks "
+                                        r"region 'femur' of design.ex_vivo_regions"):
         load_design(bad)
 
 
@@ -212,8 +213,9 @@ def test_a_timed_out_fit_is_abandoned_and_retried():
 
 
 def test_resume_keeps_only_finished_records_of_the_same_run(tmp_path):
-    write_record(tmp_path, {"index": 0, "key": "k", "status": "ok", "ranks": {}})
-    write_record(tmp_path, {"index": 1, "key": "other", "status": "ok", "ranks": {}})
+    ok = {"status": "ok", "ranks": {}, "n_draws": 99, "wall_s": 1.0, "diagnostics": {}}
+    write_record(tmp_path, {"index": 0, "key": "k", **ok})
+    write_record(tmp_path, {"index": 1, "key": "other", **ok})
     write_record(tmp_path, {"index": 2, "key": "k", "status": "failed", "attempts": []})
     fit_path(tmp_path, 3).write_text("{ half written")
     assert set(finished(tmp_path, 5, "k")) == {0}
@@ -261,3 +263,101 @@ def test_every_population_parameter_and_estimand_is_ranked(root):
     assert values["half_life_d[msc,lung]"] == pytest.approx(np.log(2) / 0.2)
     assert "engrafted_fraction[muse,spinal_cord,56d]" in values
     assert "time_to_undetectable_d[msc,femur,ex_vivo]" in values
+
+
+@pytest.mark.parametrize(("find", "replace", "key"), [
+    ("lung = 1.0e3", "lung = nan", "detection.background_ex_vivo.lung"),
+    ("background_cv = 0.3", "background_cv = inf", "detection.background_cv")])
+def test_a_design_with_a_non_finite_detection_value_is_refused(tmp_path, root, find, replace,
+                                                               key):
+    """Before: accepted, and every simulated LOD was NaN or infinite."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text((root / "data/designs/sbc_small.toml").read_text().replace(find, replace))
+    with pytest.raises(DataError) as info:
+        load_design(bad)
+    [problem] = info.value.problems
+    assert problem.key == key and "finite" in problem.message and problem.line is not None
+
+
+def test_a_design_the_spec_cannot_model_names_its_keys_and_writes_nothing(tmp_path, root,
+                                                                          capsys):
+    """Before: the campaign record was written first (a corrected rerun was refused as
+    'another design'), and ~110 problems cited rows of generated observations."""
+    from lanternpk.cli import main
+
+    text = (root / "data/designs/sbc_small.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('"muse", "msc"]', '"muse", "ipsc"]')
+                   .replace('in_vivo_regions = ["whole_body"', 'in_vivo_regions = ["brain", '
+                            '"whole_body"')
+                   .replace("background_in_vivo = { ", "background_in_vivo = { brain = 1e4, "))
+    out = tmp_path / "sbc"
+    rc = main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design", str(bad),
+               "--n", "1", "--out", str(out), "--quiet"])
+    errors = capsys.readouterr().err.splitlines()
+    assert rc == 1 and not out.exists()
+    assert errors == [
+        f"error: {bad}, line 14, key 'design.cell_types', value 'ipsc': cell type not in spec "
+        "muse_vs_msc (expected one of ['muse', 'msc'])",
+        f"error: {bad}, line 16, key 'design.in_vivo_regions', value 'brain': region not in "
+        "spec muse_vs_msc (expected one of ['damaged_organ', 'femur', 'lung', 'spinal_cord', "
+        "'whole_body'])",
+        "lanternpk sbc: 2 problem(s) found"]
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"ok"', '{"index": 0, "key": "k", "status": "ok"}',
+                                  '{"index": 0, "key": "k", "status": "failed", "attempts": 3}',
+                                  "\udcff"])
+def test_a_record_that_is_not_one_is_an_unfinished_fit(tmp_path, text):
+    """Before: a record that was valid JSON but not a record (a list, a hand-edited dict
+    without ranks) raised AttributeError or KeyError on resume and in the summary."""
+    from lanternpk.sbc import read_record, summarize
+
+    fit_path(tmp_path, 0).parent.mkdir()
+    fit_path(tmp_path, 0).write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert read_record(tmp_path, 0, "k") is None and finished(tmp_path, 1, "k") == {}
+    summary = summarize(tmp_path, 1, "k", alpha=0.01, bins=10, seed=1)
+    assert summary["missing_fits"] == [0] and not summary["passed"]
+
+
+def test_a_complete_record_is_read_back(tmp_path):
+    from lanternpk.sbc import read_record
+
+    record = {"index": 0, "key": "k", "status": "ok", "ranks": {"a": 3}, "n_draws": 99,
+              "diagnostics": {"divergences": 0, "rhat_max": 1.0, "ess_bulk_min": 500.0},
+              "wall_s": 1.5}
+    write_record(tmp_path, record)
+    assert read_record(tmp_path, 0, "k") == record and read_record(tmp_path, 0, "j") is None
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def test_a_directory_that_is_not_a_campaign_is_refused(tmp_path, root, capsys):
+    """Before: `--out` into any directory wrote ranks.csv, sbc.json … over the user's files."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    (tmp_path / "ranks.csv").write_text("mine")
+    rc = main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design",
+               str(root / "data/designs/sbc_small.toml"), "--n", "1", "--out", str(tmp_path),
+               "--quiet"])
+    assert rc == EXIT_USAGE
+    assert "not empty and holds no sbc_run.json (holds ranks.csv)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranks.csv"]
+    assert (tmp_path / "ranks.csv").read_text() == "mine"
+
+
+@pytest.mark.parametrize("address", ["tcp://a:b:c", "nonsense://host:8786", "localhost",
+                                     "tcp://127.0.0.1:port"])
+def test_a_malformed_scheduler_address_is_a_usage_error(root, capsys, address):
+    """Before: distributed's ValueError and a traceback, after the datasets were simulated
+    (and a 40 s hang at exit from the half-made Client)."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design",
+              str(root / "data/designs/sbc_small.toml"), "--n", "1", "--scheduler", address])
+    err = capsys.readouterr().err
+    assert exit_.value.code == EXIT_USAGE and "Traceback" not in err
+    assert "argument --scheduler: not a Dask scheduler address such as tcp://HOST:8786" in err

@@ -49,6 +49,8 @@ PPC_COLUMNS = ("region", "modality", "time_h", "n", "n_censored", "coverage_50",
 REPORT_FILES = ("index.html", "summary.md", "summary.json")
 #: Files a report directory may also hold (the browser check's screenshot).
 REPORT_EXTRAS = ("screenshot.png",)
+#: The one directory a report directory may hold: the run ``lanternpk demo`` fits there.
+REPORT_RUN_DIR = "run"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHECK_LABELS = {"rhat": "R-hat max", "ess_bulk": "bulk ESS min", "ess_tail": "tail ESS min",
                  "divergences": "divergences", "ebfmi": "E-BFMI min",
@@ -564,14 +566,18 @@ def check_report_directory(out: str | os.PathLike, names: Iterable[str] = REPORT
     ------
     UsageError
         ``out`` is a file, holds files other than ``names`` and :data:`REPORT_EXTRAS`, or
-        cannot be created or written.
+        a directory other than :data:`REPORT_RUN_DIR` (e.g. ``--out data`` of a checkout,
+        whose study directories would have been written beside), or cannot be created or
+        written.
     """
     out = Path(out)
     ours = {*names, *REPORT_EXTRAS}
     if out.exists() and not out.is_dir():
         raise UsageError(f"refusing to write a report into {out}: it is not a directory")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in ours)
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                         if not ((p.name in ours and p.is_file())
+                                 or (p.name == REPORT_RUN_DIR and p.is_dir())))
         if foreign:
             raise UsageError(f"refusing to write a report into {out}: it does not hold a "
                              f"lanternpk report (found {', '.join(foreign[:3])})")
