@@ -73,6 +73,18 @@ def test_column_order_is_canonical_whatever_the_file_order(raw):
     assert frame["disease"].isna().all()  # empty optional text is missing, not ""
 
 
+def test_control_characters_in_free_text_are_named(raw):
+    """species and disease are printed in summaries and reports; a terminal escape there was
+    accepted while the same text in a label, a spec or a truth file is refused. Other extra
+    columns (notes) are kept as given."""
+    raw = raw.assign(disease="ALS", notes="line one\nline two")
+    raw.loc[3, "species"] = "mouse\x1b[2J"
+    frame, problems = validate_observations(raw, "obs.csv")
+    assert frame is None
+    assert [(p.row, p.column, p.value) for p in problems] == [(3, "species", "mouse\x1b[2J")]
+    assert "control character" in problems[0].message and "free text" in problems[0].message
+
+
 def test_frame_without_row_index_is_numbered_as_a_spreadsheet():
     plain = pd.read_csv(VALID)  # typed columns, RangeIndex
     frame, problems = validate_observations(plain, "obs.csv")

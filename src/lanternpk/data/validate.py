@@ -347,9 +347,15 @@ def _convert(
         values[column] = text
         ok[column] = (text.str.strip() == text) & ~text.str.contains(CONTROL_CHARACTER)
         ok[column] &= text != ""
-    else:
+    else:  # free text (species, disease), printed in summaries and reports
+        for row, value in text.items():
+            if CONTROL_CHARACTER.search(value):
+                problems.append(Problem(file, "control character (a tab, line break or "
+                                        "terminal escape) in free text; expected one line of "
+                                        "text or an empty cell", row=row, column=column,
+                                        value=value))
         values[column] = text.mask(text == "")
-        ok[column] = pd.Series(True, index=raw.index)
+        ok[column] = ~text.str.contains(CONTROL_CHARACTER)
     return problems
 
 
