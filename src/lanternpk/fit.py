@@ -372,8 +372,21 @@ def summary_from_run(run_dir: Path, **kwargs) -> dict:
     return make_summary(idata, design, diagnostics, provenance)
 
 
+def _number(value: float | None, spec: str = ".3g") -> str:
+    """A summary statistic as text; None (not finite, DESIGN.md's null) as "n/a"."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _interval(record: dict) -> str:
+    return f"[{_number(record['q05'])}, {_number(record['q95'])}]"
+
+
 def format_summary(summary: dict) -> str:
-    """A one-screen text summary: contrasts, homing and half-lives, diagnostics."""
+    """A one-screen text summary: contrasts, homing and half-lives, diagnostics.
+
+    A statistic that is null in the summary (not finite: e.g. a half-life whose loss rate
+    underflowed to 0) shows as "n/a".
+    """
     lines = []
     diag = summary["diagnostics"]
     status = "PASSED" if diag["passed"] else "FAILED"
@@ -391,9 +404,8 @@ def format_summary(summary: dict) -> str:
                  f"{'P(>1)':>8}")
     for c in summary["contrasts"]:
         label = f"{c['name']} {c['numerator']}/{c['denominator']}"
-        lines.append(f"{label:<32}{c['region']:<15}{c['median']:>10.3g}"
-                     f"{'[' + format(c['q05'], '.3g') + ', ' + format(c['q95'], '.3g') + ']':>24}"
-                     + (f"{c['p_gt_1']:>8.3f}" if c["p_gt_1"] is not None else f"{'n/a':>8}"))
+        lines.append(f"{label:<32}{c['region']:<15}{_number(c['median']):>10}"
+                     f"{_interval(c):>24}{_number(c['p_gt_1'], '.3f'):>8}")
     lines.append("")
     lines.append(f"{'estimand':<20}{'cell':<6}{'region':<15}{'median':>10}"
                  f"{'90% interval':>24}  note")
@@ -401,7 +413,6 @@ def format_summary(summary: dict) -> str:
         if e["name"] not in ("homing_fraction", "half_life_d"):
             continue
         note = "barely informed by data" if e["barely_informed"] else ""
-        lines.append(f"{e['name']:<20}{e['cell_type']:<6}{e['region']:<15}{e['median']:>10.3g}"
-                     f"{'[' + format(e['q05'], '.3g') + ', ' + format(e['q95'], '.3g') + ']':>24}"
-                     f"  {note}")
+        lines.append(f"{e['name']:<20}{e['cell_type']:<6}{e['region']:<15}"
+                     f"{_number(e['median']):>10}{_interval(e):>24}  {note}")
     return "\n".join(lines)

@@ -110,7 +110,7 @@ def test_output_path_checks_only_what_is_above_it(tmp_path, monkeypatch):
                        match=r"^cannot write afile\.txt/x\.csv: afile\.txt is a file, not a "
                              r"directory$"):
         output_path("afile.txt/x.csv")
-    with pytest.raises(argparse.ArgumentTypeError, match="^an empty path; name the directory"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^an empty path; name the directory"):
         output_path("")  # Path("") is ".": `sbc --out ""` wrote into the current directory
 
 

@@ -21,3 +21,23 @@ def test_the_arviz_refactor_notice_does_not_reach_the_user(tmp_path):
         pytest.skip("this ArviZ announces no refactor (or summarize no longer imports it)")
     assert out.returncode != 0 and "is not a lanternpk run" in out.stderr
     assert "ArviZ is undergoing" not in out.stderr, out.stderr
+
+
+def test_the_printed_summary_shows_null_statistics_as_n_a():
+    """A statistic that is not finite is null in summary.json (DESIGN.md); the one-screen
+    summary of `fit` and `summarize` raised TypeError on it, after the run was written."""
+    from lanternpk.fit import format_summary
+
+    diagnostics = {"passed": True, "rhat_max": 1.004, "ess_bulk_min": 1017.0,
+                   "ess_tail_min": 1033.0, "divergences": 0, "ebfmi_min": 0.69}
+    contrast = {"name": "half_life_ratio", "numerator": "muse", "denominator": "msc",
+                "region": "lung", "median": 1.92, "q05": 1.08, "q95": None, "p_gt_1": None}
+    estimand = {"name": "half_life_d", "cell_type": "msc", "region": "lung", "median": None,
+                "q05": 0.4, "q95": None, "barely_informed": False}
+    text = format_summary({"diagnostics": diagnostics, "contrasts": [contrast],
+                           "estimands": [estimand]})
+    contrast_line, estimand_line = (line.split() for line in text.splitlines()
+                                    if line.startswith(("half_life_ratio", "half_life_d ")))
+    assert contrast_line == ["half_life_ratio", "muse/msc", "lung", "1.92", "[1.08,", "n/a]",
+                             "n/a"]
+    assert estimand_line == ["half_life_d", "msc", "lung", "n/a", "[0.4,", "n/a]"]
