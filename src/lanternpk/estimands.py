@@ -289,6 +289,9 @@ def contrast_pair(cell_types: list[str]) -> tuple[str, str]:
     return cell_types[0], cell_types[1]
 
 
+# Non-finite draws (a loss rate that underflowed to 0, a NaN draw) are handled explicitly:
+# their statistics become null, and the convergence checks name non-finite parameters.
+@np.errstate(divide="ignore", invalid="ignore", over="ignore")
 def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], list[dict]]:
     """Estimand and contrast records of the summary JSON contract (DESIGN.md).
 

@@ -22,6 +22,8 @@ Label = Annotated[str, Field(min_length=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
+#: A statistic as ``fit`` stores it: a finite number, or null where it is not computable.
+Statistic = Annotated[float, Field(allow_inf_nan=False)] | None
 
 #: At most this many problems are listed; the rest are counted.
 MAX_LISTED = 6
@@ -87,7 +89,7 @@ class DesignRecord(_Record):
 
 
 class CheckRecord(_Record):
-    value: float | None
+    value: Statistic
     threshold: str
     passed: bool
 
@@ -95,10 +97,10 @@ class CheckRecord(_Record):
 class DiagnosticsRecord(_Record):
     passed: bool
     checks: dict[str, CheckRecord]
-    rhat_max: float | None
-    ess_bulk_min: float | None
-    ess_tail_min: float | None
-    ebfmi_min: float | None
+    rhat_max: Statistic
+    ess_bulk_min: Statistic
+    ess_tail_min: Statistic
+    ebfmi_min: Statistic
     divergences: Count
     nonfinite_parameters: list[str] = []
 

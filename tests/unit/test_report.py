@@ -341,6 +341,43 @@ def test_probability_format():
     assert report_figures.ratio_probability(fixed) == "n/a (fixed by model)"
 
 
+def test_null_statistics_are_drawn_and_printed_as_n_a():
+    """A ratio with a non-finite draw has null statistics (DESIGN.md); the forest plot and
+    P(>1) raised TypeError on them, and the report was not written."""
+    contrasts = [{"name": "half_life_ratio", "region": "lung", "numerator": "muse",
+                  "denominator": "msc", "median": 1.9, "q05": 1.1, "q95": None,
+                  "p_gt_1": None},
+                 {"name": "half_life_ratio", "region": "femur", "numerator": "muse",
+                  "denominator": "msc", "median": 6.3, "q05": 3.9, "q95": 10.3,
+                  "p_gt_1": 1.0}]
+    assert report_figures.ratio_probability(contrasts[0]) == "n/a"
+    assert report_figures.format_probability(None) == "n/a"
+    fig, _ = report_figures.ratio_forest(contrasts)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert "P(>1) n/a" in labels and "P(>1) > 0.99" in labels
+
+
+def test_a_figure_that_cannot_be_drawn_is_an_error_without_traceback(run_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """A run whose draws cannot be drawn (all NaN, say): exit 1 naming the figure, no
+    report written; before, a FigureError traceback."""
+    from lanternpk.report import render
+
+    def broken(*args, **kwargs):
+        raise ValueError("Data cannot be log-scaled because all values are <= 0.")
+
+    monkeypatch.setattr(report_figures, "engraftment_bands", broken)
+    out = tmp_path / "report"
+    from lanternpk.cli import main
+
+    assert main(["report", str(run_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and render.FigureError.exit_code == 1
+    assert ("error: figure 'engrafted fraction over time' failed to render: ValueError: Data "
+            "cannot be log-scaled") in err and err.rstrip().endswith("; no report written")
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
     sbc_dir = tmp_path / "sbc"
     sbc_dir.mkdir()

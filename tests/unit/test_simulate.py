@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -202,3 +203,77 @@ def test_simulated_numbers_that_are_not_finite_are_not_written(root, tmp_path, c
     assert (f"{truth}: the simulated observations flux is not a finite number in ") in err
     assert "measurement.residual_sd" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _files(directory) -> dict:
+    """Every file below ``directory`` and its bytes."""
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def test_refused_resimulation_changes_nothing(root, tmp_path, capsys):
+    """Files were moved in one by one: a directory in the way of calibration.csv left the
+    study with seed 2's observations beside seed 1's truth and provenance."""
+    truth, out = root / "data/truths/als_mouse.toml", tmp_path / "s6"
+    assert main(["simulate", str(truth), "--seed", "1", "--out", str(out)]) == 0
+    (out / "calibration.csv").unlink()
+    (out / "calibration.csv" / "x").mkdir(parents=True)
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["simulate", str(truth), "--seed", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'calibration.csv'} is a directory" in err and "Traceback" not in err
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s6"]  # no staging left behind
+
+
+@pytest.mark.parametrize("target", ["calibration.csv", "provenance.json", ""])
+def test_simulate_never_overwrites_its_truth_file(root, tmp_path, capsys, target):
+    """A truth file copied into an earlier study was replaced by the simulated data."""
+    text = (root / "data/truths/als_mouse.toml").read_text()
+    out = tmp_path / "s8"
+    assert main(["simulate", str(root / "data/truths/als_mouse.toml"), "--seed", "1",
+                 "--out", str(out)]) == 0
+    truth = out / target if target else tmp_path / "truth.toml"
+    if target == "provenance.json":  # a hard link, still marked as a study
+        (tmp_path / "truth.toml").write_text(text)
+        truth.unlink()
+        truth.hardlink_to(tmp_path / "truth.toml")
+    else:
+        truth.write_text(text)
+    before = _files(tmp_path)
+    capsys.readouterr()
+    assert main(["simulate", str(truth), "--seed", "2", "--out",
+                 str(out if target else truth)]) == 2
+    err = capsys.readouterr().err
+    assert f"it is the truth file {truth} being simulated" in err, err
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize(("edits", "key", "message"), [
+    ([("{ time_h = 24, animals = 2 }", "{ time_h = 24, animals = 100000000 }")],
+     "design.sacrifice.0.animals", "less than or equal to 10000"),
+    ([("animals = 2 }", "animals = 9000 }")],  # every group: 72,000 animals, 1.7M rows
+     "design.sacrifice", "observation rows; at most 1,000,000"),
+    ([("replicates = 3", "replicates = 100000000")],
+     "calibration.replicates", "less than or equal to 1000"),
+    ([("replicates = 3", "replicates = 1000\nex_vivo_regions = [\"lung\"]\nex_vivo_cells = ["
+       + ", ".join(["1.0"] * 1000) + "]")],
+     "calibration.replicates", "standard-curve rows; at most 1,000,000"),
+])
+def test_counts_that_would_exhaust_memory_are_refused(root, tmp_path, edits, key, message):
+    """100 million animals per group had no bound: the process was killed (exit 137)."""
+    (problem,) = _truth_problems(root, tmp_path, *edits[0], *edits[1:])
+    assert problem.key == key and message in problem.message, problem
+    assert problem.line is not None, problem
+
+
+def test_overflow_gives_the_error_without_numpy_warnings(root, tmp_path, capsys):
+    """A dose of 1e308 printed RuntimeWarnings (overflow, invalid value) before the error."""
+    truth = _edited_truth(root, tmp_path, ("dose_cells = 5.0e4", "dose_cells = 1e308"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["simulate", str(truth), "--seed", "1", "--out",
+                     str(tmp_path / "study")]) == 1
+    err = capsys.readouterr().err
+    assert "study.dose_cells" in err and "Warning" not in err
+    assert not (tmp_path / "study").exists()

@@ -16,6 +16,7 @@ Animal effects: first-pass fractions vary on the additive log-ratio scale
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -45,6 +46,12 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 #: Smallest loss rate, 1/day: a half-life of 1900 years. Below ~1e-308 the half-life is
 #: infinite, which truth.json cannot hold.
 MIN_LOSS_PER_D = 1e-6
+#: Most animals in one sacrifice group, and most calibration replicates.
+MAX_ANIMALS_PER_GROUP = 10_000
+MAX_REPLICATES = 1_000
+#: Most rows of a simulated table (observations, standard curve) and most animals: every
+#: row is built in memory, so a larger count would exhaust it rather than fail.
+MAX_ROWS = 1_000_000
 
 
 def _printable(text: str) -> str:
@@ -102,7 +109,7 @@ class StudyInfo(_Strict):
 
 class Sacrifice(_Strict):
     time_h: Positive
-    animals: Annotated[int, Field(ge=1)]
+    animals: Annotated[int, Field(ge=1, le=MAX_ANIMALS_PER_GROUP)]
 
 
 class Design(_Strict):
@@ -121,6 +128,15 @@ class Design(_Strict):
             raise ValueError("the study would have no measurements: ex_vivo_regions is empty, "
                              "and no in_vivo_regions are imaged at or before the last "
                              f"sacrifice ({last:g} h)")
+        times = sorted(self.in_vivo_times_h)
+        animals = len(self.cell_types) * sum(group.animals for group in self.sacrifice)
+        rows = len(self.cell_types) * sum(
+            group.animals * (len(self.ex_vivo_regions) + len(self.in_vivo_regions)
+                             * bisect.bisect_right(times, group.time_h))
+            for group in self.sacrifice)
+        if max(animals, rows) > MAX_ROWS:
+            raise KeyedProblems([("sacrifice", None, f"gives {animals:,} animals and {rows:,} "
+                                  f"observation rows; at most {MAX_ROWS:,} of each")])
         return self
 
 
@@ -156,11 +172,20 @@ class Measurement(_Strict):
 
 class Calibration(_Strict):
     in_vitro_cells: list[Positive] = Field(min_length=2)
-    replicates: Annotated[int, Field(ge=1)]
+    replicates: Annotated[int, Field(ge=1, le=MAX_REPLICATES)]
     residual_sd: Annotated[float, Field(ge=0)]
     background: Annotated[float, Field(ge=0)]
     ex_vivo_cells: list[Positive] = []
     ex_vivo_regions: Regions = []
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Calibration:
+        rows = self.replicates * (len(self.in_vitro_cells)
+                                  + len(self.ex_vivo_regions) * len(self.ex_vivo_cells))
+        if rows > MAX_ROWS:
+            raise KeyedProblems([("replicates", self.replicates, f"gives {rows:,} standard-"
+                                  f"curve rows; at most {MAX_ROWS:,}")])
+        return self
 
 
 class Truth(_Strict):
@@ -454,13 +479,13 @@ def simulate_study(truth: Truth, *, seed: int) -> SimulatedStudy:
     to write those, naming the truth keys to check.
     """
     rng = np.random.default_rng(seed)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # no RuntimeWarning before the error
         animals = _animal_parameters(truth, rng)
         observations = _observations(truth, animals, rng)
         calibration = _calibration(truth, rng)
+        estimands = truth_estimands(truth)
     return SimulatedStudy(truth=truth, seed=seed, observations=observations,
-                          calibration=calibration, animals=animals,
-                          estimands=truth_estimands(truth))
+                          calibration=calibration, animals=animals, estimands=estimands)
 
 
 #: Truth keys that can make a simulated number overflow or be NaN, per simulated column.
@@ -494,12 +519,36 @@ def _check_finite(study: SimulatedStudy, file: str) -> None:
         raise DataError(problems)
 
 
-def _check_study_directory(out_dir: Path, names: list[str]) -> None:
-    """Refuse to overwrite files that an earlier ``lanternpk simulate`` did not write."""
+def _check_study_directory(out_dir: Path, names: list[str], truth_file: Path) -> None:
+    """Refuse a study directory whose writing would destroy anything of the user's.
+
+    Checked before anything is moved into ``out_dir``, so that a refused run changes nothing.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The study directory, as the user gave it.
+    names : list of str
+        The files that will be written into ``out_dir``.
+    truth_file : Path
+        The truth file read, which must not be overwritten.
+
+    Raises
+    ------
+    UsageError
+        ``out_dir`` or one of its ``names`` is ``truth_file``; ``out_dir`` is a file; it
+        holds one of ``names`` but no ``provenance.json`` of an earlier ``lanternpk
+        simulate``; or one of ``names`` there is not a regular file (e.g. a directory).
+    """
+    targets = [out_dir / name for name in names]
+    for target in (out_dir, *targets):
+        if target.exists() and os.path.samefile(target, truth_file):
+            raise UsageError(f"refusing to write {target}: it is the truth file {truth_file} "
+                             "being simulated; choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"refusing to write a study into {out_dir}: it is a file")
-    clobbered = [name for name in names if (out_dir / name).exists()]
-    if not clobbered:
+    present = [target for target in targets if os.path.lexists(target)]
+    if not present:
         return
     try:
         earlier = json.loads((out_dir / "provenance.json").read_text(encoding="utf-8"))
@@ -508,9 +557,13 @@ def _check_study_directory(out_dir: Path, names: list[str]) -> None:
     except (OSError, ValueError):
         simulated = False
     if not simulated:
-        raise UsageError(f"refusing to overwrite {out_dir / clobbered[0]}: {out_dir} does "
+        raise UsageError(f"refusing to overwrite {present[0]}: {out_dir} does "
                          "not hold a study written by `lanternpk simulate` (no provenance.json "
                          "marked synthetic); choose another --out")
+    for target in present:
+        if not target.is_file():
+            kind = "a directory" if target.is_dir() else "not a regular file"
+            raise UsageError(f"refusing to write a study into {out_dir}: {target} is {kind}")
 
 
 def write_study(
@@ -519,12 +572,14 @@ def write_study(
     """Write observations, standard curve, truth and provenance into ``out_dir``.
 
     Files are first written to a temporary directory beside ``out_dir`` and moved in only
-    when all of them are complete.
+    when all of them are complete and every file they replace has been checked;
+    ``provenance.json``, the mark of a simulated study, is moved last, so that a replace
+    cut short still leaves a study that a new ``lanternpk simulate`` may overwrite.
     """
     out_dir = Path(out_dir)
     _check_finite(study, str(truth_file))
     names = ["observations.csv", "calibration.csv", "truth.json", "provenance.json"]
-    _check_study_directory(out_dir, names)
+    _check_study_directory(out_dir, names, Path(truth_file))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     truth_bytes = Path(truth_file).read_bytes()
     truth_json = {
@@ -554,8 +609,12 @@ def write_study(
         write_text_atomic(staging / names[2], json.dumps(truth_json, indent=1) + "\n")
         write_text_atomic(staging / names[3], json.dumps(provenance, indent=1) + "\n")
         out_dir.mkdir(exist_ok=True)
-        for name in names:
-            os.replace(staging / name, out_dir / name)
+        for name in names:  # provenance.json last
+            try:
+                os.replace(staging / name, out_dir / name)
+            except OSError as err:  # name the user's path, not the staging directory's
+                raise UsageError(f"cannot write {out_dir / name}: {err.strerror or err}") \
+                    from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out_dir / name for name in names]

@@ -67,6 +67,7 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
     from lanternpk.report.render import (
         REPORT_FILES,
+        FigureError,
         check_report_directory,
         load_run_report,
         load_sbc,
@@ -76,7 +77,14 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     check_report_directory(out)  # before the runs are loaded and the figures drawn
     sbc = load_sbc(sbc_dir) if sbc_dir is not None else None  # cheap: before the runs
     runs = [load_run_report(run_dir) for run_dir in run_dirs]
-    render_report(runs, out=out, sbc=sbc)
+    try:
+        render_report(runs, out=out, sbc=sbc)
+    except FigureError as err:
+        nonfinite = [f"{run.run_dir} ({', '.join(names)})" for run in runs
+                     if (names := run.diagnostics.get("nonfinite_parameters"))]
+        hint = (f"; non-finite (NaN or infinite) draws in {'; '.join(nonfinite)}"
+                if nonfinite else "")
+        raise FigureError(f"{err}{hint}; no report written") from None
     print(f"wrote {', '.join(str(Path(out) / name) for name in REPORT_FILES)}")
     failed = [str(run.run_dir) for run in runs if not run.diagnostics["passed"]]
     if failed:

@@ -62,9 +62,9 @@ def ratio_forest(contrasts: Sequence[Mapping]) -> tuple[Figure, np.ndarray]:
     for ax, name in zip(axes, names, strict=True):
         rows = [c for c in contrasts if c["name"] == name]
         y = np.arange(len(rows))[::-1]
-        med = np.array([c["median"] for c in rows])
-        lo = np.array([c["q05"] for c in rows])
-        hi = np.array([c["q95"] for c in rows])
+        # a null statistic (not finite, DESIGN.md) is NaN here: no point or line is drawn
+        med, lo, hi = (np.array([c[key] for c in rows], dtype=float)
+                       for key in ("median", "q05", "q95"))
         ax.hlines(y, lo, hi, color="#333333", lw=2)
         ax.plot(med, y, "o", color="#333333", ms=6)
         ax.axvline(1.0, color="#888888", ls="--", lw=1)
@@ -85,14 +85,19 @@ def ratio_forest(contrasts: Sequence[Mapping]) -> tuple[Figure, np.ndarray]:
 
 
 def ratio_probability(contrast: Mapping, *, short: bool = False) -> str:
-    """P(ratio > 1) of a contrast record, or ``n/a`` when the model fixes the ratio."""
-    if np.isclose(contrast["q05"], contrast["q95"], rtol=1e-9, atol=0.0):
+    """P(ratio > 1) of a contrast record; ``n/a`` when the model fixes the ratio or the
+    probability is null (a NaN draw)."""
+    q05, q95 = contrast["q05"], contrast["q95"]
+    if q05 is not None and q95 is not None and np.isclose(q05, q95, rtol=1e-9, atol=0.0):
         return "n/a" if short else "n/a (fixed by model)"
     return format_probability(contrast["p_gt_1"])
 
 
-def format_probability(p: float) -> str:
-    """A probability to two decimals, ``> 0.99`` / ``< 0.01`` at the ends."""
+def format_probability(p: float | None) -> str:
+    """A probability to two decimals, ``> 0.99`` / ``< 0.01`` at the ends, ``n/a`` for
+    None (null in the summary)."""
+    if p is None:
+        return "n/a"
     if p > 0.995:
         return "> 0.99"
     if p < 0.005:

@@ -25,7 +25,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
-from lanternpk.errors import DataError, UsageError
+from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError
 from lanternpk.estimands import contrast_pair
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
@@ -57,8 +57,11 @@ _CHECK_LABELS = {"rhat": "R-hat max", "ess_bulk": "bulk ESS min", "ess_tail": "t
                  "finite_draws": "parameters with non-finite draws"}
 
 
-class FigureError(RuntimeError):
-    """A report figure failed to render; the report is not written."""
+class FigureError(UserError):
+    """A report figure failed to render; the report is not written (exit status 1: what
+    the run holds cannot be drawn, e.g. draws that are all NaN)."""
+
+    exit_code = EXIT_INVALID
 
 
 @dataclass(frozen=True)
