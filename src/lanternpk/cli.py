@@ -62,9 +62,11 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
     from lanternpk.io import write_table_atomic
 
     out = Path(args.out)
-    inputs = [*args.exports, args.map]
-    if any(out.resolve() == Path(path).resolve() for path in inputs):
-        raise UsageError(f"refusing to write {out}: it is one of the input files")
+    inputs = [*args.exports, args.map, *([args.model] if args.model is not None else [])]
+    for path in map(Path, inputs):
+        if out.resolve() == path.resolve() or (out.exists() and path.exists()
+                                               and os.path.samefile(out, path)):
+            raise UsageError(f"refusing to write {out}: it is the input file {path}")
     if out.is_dir():
         raise UsageError(f"refusing to write {out}: it is a directory, not a file")
     check_output_suffix(out)  # refuse an unsupported suffix before reading any input
@@ -258,9 +260,21 @@ _LAYOUT = "\n"
 ARVIZ_REFACTOR_NOTICE = r"(?s)\s*ArviZ is undergoing a major refactor"
 
 
+def _escape_unencodable_output() -> None:
+    """Print what stdout's encoding cannot hold (a label with 'é' on an ASCII terminal) as
+    escapes, as Python's stderr already does, instead of failing with UnicodeEncodeError."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a closed or unusual stream: leave it as it is
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     warnings.filterwarnings("ignore", message=ARVIZ_REFACTOR_NOTICE, category=FutureWarning)
+    _escape_unencodable_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]

@@ -41,3 +41,15 @@ def test_the_printed_summary_shows_null_statistics_as_n_a():
     assert contrast_line == ["half_life_ratio", "muse/msc", "lung", "1.92", "[1.08,", "n/a]",
                              "n/a"]
     assert estimand_line == ["half_life_d", "msc", "lung", "n/a", "[0.4,", "n/a]"]
+
+
+def test_a_label_stdout_cannot_encode_is_escaped_not_a_traceback(root, tmp_path):
+    """`validate` of a study named 'Sé1' on an ASCII terminal raised UnicodeEncodeError."""
+    data = tmp_path / "accent.csv"
+    text = (root / "data/als_mouse/observations.csv").read_text(encoding="utf-8")
+    data.write_text(text.replace("als_mouse_synthetic", "Sé1"), encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "lanternpk.cli", "validate", str(data)],
+                         capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "S\\xe91" in out.stdout

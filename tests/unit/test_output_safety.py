@@ -129,8 +129,20 @@ def test_import_livingimage_does_not_overwrite_its_input_or_an_existing_file(roo
     mapping = fixtures / "map.toml"
     assert main(["import-livingimage", str(export), "--map", str(mapping), "--out",
                  str(export), "--overwrite"]) == EXIT_USAGE
-    assert "it is one of the input files" in capsys.readouterr().err
+    assert f"it is the input file {export}" in capsys.readouterr().err
     assert export.read_bytes() == before
+    # the --model spec, or a hard link to an input, is an input too (before: overwritten)
+    spec = tmp_path / "spec.csv"
+    shutil.copy(root / "models/muse_vs_msc.toml", spec)
+    link = tmp_path / "link.csv"
+    link.hardlink_to(export)
+    for out, model in ((spec, spec), (link, None)):
+        before = out.read_bytes()
+        extra = ["--model", str(model)] if model else []
+        assert main(["import-livingimage", str(export), "--map", str(mapping), *extra,
+                     "--out", str(out), "--overwrite"]) == EXIT_USAGE
+        assert "it is the input file" in capsys.readouterr().err
+        assert out.read_bytes() == before
     out = tmp_path / "obs.csv"
     out.write_text("precious")
     assert main(["import-livingimage", str(export), "--map", str(mapping), "--out",
