@@ -174,6 +174,24 @@ def test_region_labels_are_escaped(run, tmp_path):
     assert EVIL not in (out / "summary.md").read_text(encoding="utf-8")
 
 
+def test_user_text_is_plain_text_in_markdown_and_visible_in_html(run, tmp_path):
+    """A study named with Markdown became a live link and a remote image in summary.md (a CI
+    job summary), a backtick in the run's name ended its code span early, and a terminal
+    escape in the command line reached index.html as a raw control byte."""
+    study = "[click](http://evil.example) ![i](http://evil.example/t.png) `x` *b* ~~s~~"
+    observations = run.observations.assign(study=study)
+    provenance = {**run.provenance, "command": ["lanternpk", "fit", "\x1b]0;pwn\x07"]}
+    odd = dataclasses.replace(run, observations=observations, provenance=provenance,
+                              run_dir=tmp_path / "run`name")
+    out = render_report([odd], out=tmp_path / "odd")
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert ("\\[click\\](http\\://evil.example) !\\[i\\](http\\://evil.example/t.png) "
+            "\\`x\\` \\*b\\* \\~\\~s\\~\\~") in md
+    assert "](http://" not in md and "run\\`name" in md
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "\x1b" not in html and "\x07" not in html and "\\x1b]0;pwn\\x07" in html
+
+
 def test_templates_autoescape():
     env = _environment()
     assert env.autoescape("report.html.j2") and env.autoescape("summary.md.j2")
@@ -400,7 +418,7 @@ def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
     assert 'src="data:image/png;base64,' in section
     markdown = (out / "summary.md").read_text()
     assert "Simulation-based calibration: **FAILED or incomplete**" in markdown
-    assert "rejected: release[muse]" in markdown
+    assert "rejected: release\\[muse\\]" in markdown  # brackets escaped: not a link
 
 
 def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):

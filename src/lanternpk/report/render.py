@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
-from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError
+from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError, printable
 from lanternpk.estimands import contrast_pair
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
@@ -516,13 +518,29 @@ def _environment() -> Environment:
         autoescape=select_autoescape(enabled_extensions=("html.j2", "md.j2"), default=True,
                                      default_for_string=True),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True,
+        keep_trailing_newline=True, finalize=_visible,
     )
 
 
+def _visible(value: object) -> object:
+    """Control characters of a user's text (a terminal escape in a label or command line)
+    as escapes, before HTML escaping; markup the report made itself is left alone."""
+    if isinstance(value, str) and not isinstance(value, Markup) and not value.isprintable():
+        return printable(value, keep="\n\t")  # the test first: figures are long strings
+    return value
+
+
+#: Characters with a meaning inside a line of GitHub Markdown, escaped in user text: links
+#: and images (brackets), emphasis, code spans, table cells, strikethrough, math, and the
+#: colon of a bare URL. Not ``_`` (inside a word, as in ``spinal_cord``, it means nothing;
+#: ``_x_`` is italic at worst); ``& < > " '`` are left to autoescaping, as entities.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~$:])")
+
+
 def _md_cell(value: object) -> str:
-    """Escape a table cell for Markdown (the pipe; HTML characters are autoescaped)."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """User text for ``summary.md``, on one line, with Markdown punctuation escaped (a study
+    named ``[x](http://…)`` is text, not a link); HTML characters are autoescaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value).replace("\n", " "))
 
 
 def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike,
