@@ -8,6 +8,7 @@ an output location that cannot be written or would destroy other files).
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -63,8 +64,18 @@ class Problem:
         if self.key is not None:
             where.append(f"key '{printable(self.key)}'")
         if self.value is not None:
-            where.append(f"value {self.value!r}")
+            where.append(f"value {_value_text(self.value, toml=self.key is not None)}")
         return f"{', '.join(where)}: {self.message}"
+
+
+def _value_text(value: object, *, toml: bool) -> str:
+    """A value as its file writes it where Python's repr differs: ``true`` in TOML, a date
+    as ``2020-01-01`` (not ``datetime.date(2020, 1, 1)``); text and numbers as repr."""
+    if toml and isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return repr(value)
 
 
 #: Problems with the same file, column, key and message printed before the rest are counted.

@@ -369,7 +369,8 @@ def calibration_problems(calibration: pd.DataFrame, organs, *, source: str = "ca
     if not ex_vivo.any():  # (the region column is optional without spike-in rows)
         return []
     return [Problem(source, "ex vivo spike-in region is not an organ of the spec (expected "
-                    f"one of {list(organs)})", row=row, column="region", value=region)
+                    f"one of {list(organs)})" + did_you_mean(region, organs), row=row,
+                    column="region", value=region)
             for row, region in calibration["region"][ex_vivo].astype(str).items()
             if region not in organs]
 

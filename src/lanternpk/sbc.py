@@ -70,7 +70,13 @@ from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, loa
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
-from lanternpk.tomlfile import KeyedProblems, load_toml_model, parse_toml, with_lines
+from lanternpk.tomlfile import (
+    KeyedProblems,
+    load_toml_model,
+    parse_toml,
+    read_utf8,
+    with_lines,
+)
 
 #: Datasets simulated per prior-predictive call; dataset i is in block i // BLOCK.
 BLOCK = 50
@@ -138,10 +144,7 @@ def load_design(path: str | Path) -> SbcDesign:
         Unreadable file or invalid keys, each naming the file and the dotted key.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError([Problem(str(path), f"cannot read design: {err}")]) from None
+    text = read_utf8(path, what="design")
     raw = parse_toml(text, file=str(path), what="cannot read design: not valid TOML")
     if "kinetics" not in raw:
         return load_toml_model(path, SbcDesign)

@@ -221,6 +221,29 @@ def parse_toml(text: str, *, file: str, what: str = "not valid TOML") -> dict:
         raise DataError([Problem(file=file, message=f"{what}: nested too deeply")]) from None
 
 
+def read_utf8(path: str | Path, *, what: str = "file") -> str:
+    """The text of a TOML file, which TOML requires to be UTF-8.
+
+    Raises
+    ------
+    DataError
+        The file cannot be read, or is not UTF-8 (a UTF-16 file saved by a Windows editor:
+        the problem says so and on which line, not the codec's byte offset).
+    """
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError([Problem(file=file, message=f"cannot read {what}: "
+                                 f"{err.strerror or err}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError([Problem(file=file, message=f"cannot read {what}: not UTF-8 text "
+                                 f"(line {line}); save it as UTF-8")]) from None
+
+
 def load_toml_model(path: str | Path, model: type[M]) -> M:
     """Parse ``path`` as TOML and validate it as ``model``.
 
@@ -231,10 +254,7 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
         and the dotted key.
     """
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError([Problem(file=file, message=f"cannot read file: {err}")]) from None
+    text = read_utf8(path)
     raw = parse_toml(text, file=file)
     try:
         return model.model_validate(raw)

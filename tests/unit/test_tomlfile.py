@@ -94,6 +94,25 @@ def test_toml_nested_too_deeply_is_a_problem_not_a_recursion_error(tmp_path, loa
         " TOML file: nested too deeply"), problem.message
 
 
+def _load_design(path):
+    from lanternpk.sbc import load_design
+
+    return load_design(path)
+
+
+@pytest.mark.parametrize("loader", [load_spec, load_truth, load_mapping, _load_design])
+def test_a_utf16_toml_file_is_named_as_not_utf8(tmp_path, loader):
+    """A truth file or design saved as UTF-16: before, "'utf-8' codec can't decode byte
+    0xff in position 0" (the spec already said what to do)."""
+    path = tmp_path / "u16.toml"
+    path.write_text('name = "x"\n\nbad = "é"\n', encoding="utf-16")
+    with pytest.raises(DataError) as info:
+        loader(path)
+    (problem,) = info.value.problems
+    assert problem.file == str(path)
+    assert problem.message.endswith("not UTF-8 text (line 1); save it as UTF-8"), problem.message
+
+
 def test_parse_toml_names_the_file_on_a_syntax_error():
     with pytest.raises(DataError) as info:
         parse_toml("x = [", file="f.toml")
@@ -113,3 +132,20 @@ def test_parse_toml_names_the_file_on_a_syntax_error():
 def test_pydantic_errors_read_in_plain_words(item, expected):
     """Spec, truth, design and mapping problems share one wording (tomlfile.plain_message)."""
     assert plain_message(item) == expected
+
+
+def test_a_toml_value_is_shown_as_toml_writes_it(tmp_path):
+    """Before: `value datetime.date(2020, 1, 1)` and `value True` for TOML's 2020-01-01 and
+    true."""
+    from lanternpk.errors import Problem
+
+    assert str(Problem("t.toml", "m", key="a", value=True)) == "t.toml, key 'a', value true: m"
+    assert str(Problem("d.csv", "m", row=2, column="c", value=True)).endswith("value True: m")
+    truth = tmp_path / "truth.toml"
+    root = Path(__file__).parents[2]
+    text = (root / "data/truths/als_mouse.toml").read_text(encoding="utf-8")
+    truth.write_text(text.replace("dose_cells = 5.0e4", "dose_cells = 2020-01-01", 1),
+                     encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_truth(truth)
+    assert "key 'study.dose_cells', value 2020-01-01: " in str(info.value.problems[0])

@@ -520,6 +520,7 @@ def test_validate_with_model_names_rows_the_spec_cannot_model(tmp_path, capsys):
     obs.to_csv(data, index=False)
     cal = pd.read_csv(ALS / "calibration.csv", dtype=str, keep_default_na=False)
     cal.loc[1, ["setting", "region"]] = ["ex_vivo", "kidney"]
+    cal.loc[2, ["setting", "region"]] = ["ex_vivo", "lungs"]
     cal_path = tmp_path / "cal.csv"
     cal.to_csv(cal_path, index=False)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -532,8 +533,13 @@ def test_validate_with_model_names_rows_the_spec_cannot_model(tmp_path, capsys):
     assert (f"{data}, row {renamed[0] + 2}, column 'cell_type', value 'Muse': cell type not "
             "in spec muse_vs_msc (expected one of ['muse', 'msc']) (did you mean 'muse'?)") in err
     assert (f"{cal_path}, row 3, column 'region', value 'kidney': ex vivo spike-in region is "
-            "not an organ of the spec") in err
-    assert f"{len(renamed) + 2} problem(s) found" in err and "Traceback" not in err
+            "not an organ of the spec") in err and "'kidney': ex vivo spike-in region is not " \
+        "an organ of the spec (expected one of ['lung', 'femur', 'damaged_organ', " \
+        "'spinal_cord'])\n" in err
+    assert (f"{cal_path}, row 4, column 'region', value 'lungs': ex vivo spike-in region is "
+            "not an organ of the spec (expected one of ['lung', 'femur', 'damaged_organ', "
+            "'spinal_cord']) (did you mean 'lung'?)") in err
+    assert f"{len(renamed) + 3} problem(s) found" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

@@ -93,7 +93,7 @@ from lanternpk.data.schema import (
 from lanternpk.data.validate import validate_observations
 from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
 from lanternpk.io import PARQUET_SUFFIXES
-from lanternpk.tomlfile import parse_toml, plain_message, with_lines
+from lanternpk.tomlfile import parse_toml, plain_message, read_utf8, with_lines
 
 if TYPE_CHECKING:
     from lanternpk.spec import ModelSpec
@@ -238,13 +238,7 @@ def load_mapping(path: Path) -> tuple[LivingImageMapping, dict[str, _Image]]:
 
 
 def _read_mapping(path: Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise DataError([Problem(str(path), "cannot read the mapping file: "
-                                 f"{err.strerror}")]) from err
-    except UnicodeDecodeError as err:
-        raise DataError([Problem(str(path), f"not a valid UTF-8 TOML file: {err}")]) from err
+    return read_utf8(path, what="the mapping file")  # a byte-order mark is parse_toml's
 
 
 def parse_mapping(text: str, *, file: str) -> tuple[LivingImageMapping, dict[str, _Image]]:
