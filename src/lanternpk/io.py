@@ -40,6 +40,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as err:
+        if err.filename not in (None, tmp):  # another file's problem: its own message
+            raise
+        # a full disk or quota while writing: name the user's path, not the temporary one
+        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

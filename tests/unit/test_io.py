@@ -42,6 +42,26 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """Before: 'error: No space left on device', with no path (the error of a write to an
+    open file names no file)."""
+    import errno
+
+    from lanternpk.errors import UsageError
+
+    target = tmp_path / "observations.csv"
+    target.write_text("old")
+    with pytest.raises(UsageError) as info, atomic_path(target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(info.value) == f"cannot write {target}: No space left on device"
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["observations.csv"]
+    other = OSError(errno.EACCES, "Permission denied", str(tmp_path / "input.csv"))
+    with pytest.raises(OSError) as info, atomic_path(target):
+        raise other
+    assert info.value is other  # another file's problem keeps its own message
+
+
 def test_a_file_above_the_target_is_named_as_given(tmp_path, monkeypatch):
     from lanternpk.errors import UsageError
     from lanternpk.io import check_replaceable_directory, check_writable
