@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check an observations file (and standard curve, and model spec) before a fit",
         description=(
-            "Exit status: 0 valid, 1 invalid data (every problem is listed), 2 usage error."
+            "Exit status: 0 valid, 1 invalid data (every problem of each file against its "
+            "contract is listed; with --model, the data's labels are checked against the "
+            "spec once the files are valid), 2 usage error."
         ),
     )
     p.add_argument("data", type=existing_file, help="observations, CSV or Parquet")
