@@ -7,6 +7,8 @@ kind (:func:`check_replaceable_directory`).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import not_a_directory
@@ -80,6 +83,28 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def json_text(record: object) -> str:
+    """``record`` as indented JSON text (with a final newline) that any parser accepts.
+
+    JSON has no NaN or Infinity: a number that is not finite (a Pareto k of a draw that
+    dominates, a log-likelihood of -inf) is written as ``null``, as in the summary contract.
+    NumPy scalars and arrays are written as numbers and lists.
+    """
+    return json.dumps(_finite_or_null(record), indent=1, allow_nan=False) + "\n"
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_finite_or_null(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 #: File suffixes (matched ignoring case) of Parquet tables, read and written as Parquet;

@@ -81,3 +81,19 @@ def test_a_file_above_the_target_is_named_as_given(tmp_path, monkeypatch):
     assert str(info.value) == ("cannot write a report into afile.txt/report: afile.txt is a "
                                "file, not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt"]
+
+
+def test_json_text_writes_what_is_not_finite_as_null():
+    """ppc and compare wrote Infinity (a Pareto k), which JSON parsers refuse."""
+    import json
+
+    import numpy as np
+
+    from lanternpk.io import json_text
+
+    record = {"k": float("inf"), "rows": [1.5, float("nan"), np.float64(-np.inf)],
+              "n": np.int64(3), "a": np.array([0.5, np.nan]), "ok": True, "s": "x"}
+    text = json_text(record)
+    assert json.loads(text) == {"k": None, "rows": [1.5, None, None], "n": 3,
+                                "a": [0.5, None], "ok": True, "s": "x"}
+    assert "Infinity" not in text and "NaN" not in text and text.endswith("}\n")
