@@ -33,6 +33,7 @@ from lanternpk.errors import (
     load_all,
     printable,
 )
+from lanternpk.interrupt import handling_interrupts
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -290,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         enable_compile_cache()
     handler: Handler = args.handler
     try:
-        return handler(args)
+        with handling_interrupts():
+            return handler(args)
     except DataError as err:
         for line in format_problems(err.problems):
             print(f"error: {printable(line, keep=_LAYOUT)}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lanternpk import interrupt
 from lanternpk.argtypes import not_a_directory
 from lanternpk.errors import UsageError
 
@@ -42,6 +43,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
+        interrupt.check()  # a Ctrl-C that was lost on the way stops here
         os.replace(tmp_path, target)
     except OSError as err:
         if err.filename not in (None, tmp):  # another file's problem: its own message
@@ -142,13 +144,17 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
     Raises
     ------
     UsageError
-        ``target`` is a file; a non-empty directory without ``marker``; an earlier output
-        and ``overwrite`` is false; holds entries not in ``owned`` (named); the current
+        ``target`` is a file or a symbolic link; a non-empty directory without ``marker``;
+        an earlier output and ``overwrite`` is false; one that cannot be moved aside (not
+        writable); holds entries not in ``owned`` (named); the current
         directory or one of its ancestors; holds one of ``inputs``; or its parent cannot be
         written.
     """
     target = Path(target)
     resolved = target.resolve()
+    if target.is_symlink():  # replacing it would replace the link, not the run it names
+        raise UsageError(f"refusing to write {target}: it is a symbolic link; give the "
+                         f"directory itself ({resolved})")
     if target.exists() and not target.is_dir():
         raise UsageError(f"refusing to write {target}: it is a file, not a directory")
     if target.is_dir():
@@ -165,6 +171,8 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
         for path in inputs:
             if path is not None and Path(path).resolve().is_relative_to(resolved):
                 raise UsageError(f"refusing to replace {target}: it holds the input {path}")
+        if entries and not os.access(target, os.W_OK | os.X_OK):  # moved aside to replace
+            raise UsageError(f"cannot replace {target}: it is not a writable directory")
         foreign = [name for name in entries if owned is not None and name not in owned]
         if foreign:
             raise UsageError(f"refusing to replace {target}: besides an earlier lanternpk output "
@@ -200,11 +208,16 @@ def replace_directory(staging: Path, target: Path) -> None:
     The earlier ``target`` is first renamed aside, so ``target`` is at every moment either
     the old directory or the new one, and is deleted only after the new one is in place.
     """
+    interrupt.check()  # a Ctrl-C that was lost on the way stops here, before any rename
     if not target.exists():
         os.replace(staging, target)
         return
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, aside / target.name)
+    try:
+        os.replace(target, aside / target.name)
+    except OSError:
+        aside.rmdir()  # nothing moved: the earlier output is where it was
+        raise
     try:
         os.replace(staging, target)
     except OSError:

@@ -122,6 +122,8 @@ def run_record_problems(idata, provenance: Any, design: Any, diagnostics: Any) -
     problems = []
     if "posterior" not in idata.groups():
         problems.append("it has no posterior group")
+    elif any(idata.posterior.sizes.get(dim, 1) == 0 for dim in ("chain", "draw")):
+        problems.append("its posterior holds no draws")
     checked = {}
     for (name, schema), record in zip(_RECORDS.items(), (provenance, design, diagnostics),
                                       strict=True):

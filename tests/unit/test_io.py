@@ -97,3 +97,68 @@ def test_json_text_writes_what_is_not_finite_as_null():
     assert json.loads(text) == {"k": None, "rows": [1.5, None, None], "n": 3,
                                 "a": [0.5, None], "ok": True, "s": "x"}
     assert "Infinity" not in text and "NaN" not in text and text.endswith("}\n")
+
+
+def test_a_lost_interrupt_stops_before_anything_is_put_in_place(tmp_path):
+    """Ctrl-C during a JAX garbage-collection callback was printed as 'Exception ignored'
+    and `fit --overwrite` went on to replace the run; the recorded signal is raised again
+    at the rename."""
+    import signal
+
+    from lanternpk import interrupt
+    from lanternpk.io import replace_directory
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_text("old run")
+    with interrupt.handling_interrupts():
+        try:  # the signal arrives where its exception is swallowed
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+            tmp.write_text("new")
+        staging = staging_directory(run)
+        with pytest.raises(KeyboardInterrupt):
+            replace_directory(staging, run)
+    assert target.read_text() == "old" and (run / "posterior.nc").read_text() == "old run"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    interrupt.check()  # and forgotten
+
+
+def test_a_run_that_cannot_be_moved_aside_is_refused_before_the_work(tmp_path):
+    """A read-only earlier run passed the check, the whole fit ran, then the rename failed
+    and left an empty .run.old.* directory."""
+    from lanternpk.errors import UsageError
+    from lanternpk.io import check_replaceable_directory, replace_directory
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    with pytest.raises(UsageError, match="it is a symbolic link; give the directory itself"):
+        check_replaceable_directory(link, marker="posterior.nc", overwrite=True)
+    staging = staging_directory(run)
+    original = os.replace
+
+    def refuse_the_first(src, dst):
+        if Path(src) == run:
+            raise PermissionError(13, "Permission denied", str(src))
+        return original(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", refuse_the_first)
+        with pytest.raises(PermissionError):
+            replace_directory(staging, run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", "link",
+                                                                 staging.name])
+    if os.geteuid() != 0:  # root may write anywhere
+        run.chmod(0o555)
+        try:
+            with pytest.raises(UsageError, match="cannot replace .*not a writable directory"):
+                check_replaceable_directory(run, marker="posterior.nc", overwrite=True)
+        finally:
+            run.chmod(0o755)

@@ -117,6 +117,14 @@ def test_a_posterior_without_a_variable_the_design_needs_is_refused():
                         "needs"]
 
 
+def test_a_posterior_without_draws_is_refused():
+    """summarize raised IndexError, ppc and compare KeyError, on a run with no draws."""
+    idata = _posterior()
+    idata.posterior = idata.posterior.isel(draw=slice(0, 0))
+    problems = run_record_problems(idata, PROVENANCE, DESIGN, DIAGNOSTICS)
+    assert problems[0] == "its posterior holds no draws"
+
+
 def test_a_long_list_of_problems_is_cut_short():
     problems = run_record_problems(_posterior(), {}, {}, {})
     assert len(problems) == 3  # one "lacks" sentence per record

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from lanternpk import __version__
+from lanternpk import __version__, interrupt
 from lanternpk.data.schema import OBSERVATION_COLUMNS
 from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError
 from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
@@ -608,6 +608,7 @@ def write_study(
         write_table_atomic(staging / names[1], study.calibration)
         write_text_atomic(staging / names[2], json.dumps(truth_json, indent=1) + "\n")
         write_text_atomic(staging / names[3], json.dumps(provenance, indent=1) + "\n")
+        interrupt.check()  # a Ctrl-C that was lost on the way stops before any move
         out_dir.mkdir(exist_ok=True)
         for name in names:  # provenance.json last
             try:
