@@ -77,13 +77,12 @@ command does not import JAX before the CLI has set up its devices.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +465,74 @@ def _open_run(run_dir: Path):
     return _Run(run_dir, idata, provenance, spec_path, data_path, spec, obs, data)
 
 
+def _check_draw_count(run: _Run) -> None:
+    """Refuse a run that holds fewer posterior draws than PSIS needs.
+
+    ``--draws`` is checked against :data:`MIN_PSIS_DRAWS` before any run is opened; this
+    checks what the run itself holds (all chains together), which is what is scored when
+    ``--draws`` is not given or exceeds it.
+
+    Raises
+    ------
+    UsageError
+        The run holds fewer than :data:`MIN_PSIS_DRAWS` draws.
+    """
+    chains, per_chain = (int(run.idata.posterior.sizes.get(d, 0)) for d in ("chain", "draw"))
+    if chains * per_chain < MIN_PSIS_DRAWS:
+        raise UsageError(f"{run.run_dir} holds {chains * per_chain} posterior draws (chains × "
+                         f"draws = {chains} × {per_chain}); compare needs at least "
+                         f"{MIN_PSIS_DRAWS} for PSIS; fit it again with more draws")
+
+
+def _refit_settings(run: _Run, refit_draws: int | None):
+    """The sampler settings of a run's refits: its provenance ``sampler`` record.
+
+    Only the fields of :class:`~lanternpk.inference.SamplerSettings` are read (the record
+    may hold more keys); ``refit_draws`` replaces the draws per chain when given.
+
+    Returns
+    -------
+    lanternpk.inference.SamplerSettings
+
+    Raises
+    ------
+    UsageError
+        The record's values are not valid settings.
+    """
+    from lanternpk.inference import SamplerSettings
+
+    known = {f.name for f in fields(SamplerSettings)}
+    record = {k: v for k, v in run.provenance["sampler"].items() if k in known}
+    if refit_draws is not None:
+        record["draws"] = refit_draws
+    try:
+        return SamplerSettings(**record)
+    except (TypeError, UsageError) as err:
+        raise UsageError(f"{run.run_dir}: the sampler settings in its provenance cannot be "
+                         f"used to refit ({err}); pass --no-refit") from None
+
+
+def write_outputs(run_dir: Path, records: list[dict], animals: list[dict]) -> list[Path]:
+    """Write ``compare.json`` and ``compare_animals.json`` into ``run_dir``, atomically.
+
+    Non-finite numbers (a Pareto k of a dominating draw is infinite) are written as
+    ``null`` (:func:`lanternpk.io.json_text`), so that the files are valid JSON.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from lanternpk.io import json_text, write_text_atomic
+
+    files = []
+    for name, content in ((COMPARE_FILE, records), (ANIMALS_FILE, animals)):
+        path = Path(run_dir) / name
+        write_text_atomic(path, json_text(content))
+        files.append(path)
+    return files
+
+
 def _row_animals(data) -> np.ndarray:
     """The animal label of every row of a :class:`lanternpk.model.ModelData` (its
     ``animals``, ``study/animal``), so that rows are grouped as the model groups them."""
@@ -476,10 +543,7 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
                   is_draws: int, seed: int, device, workdir: Path, progressbar: bool = False
                   ) -> tuple[float, float, float, bool]:
     """Fit without ``animal`` and estimate ``log p(y_animal | y_−animal)``."""
-    import dataclasses
-
     from lanternpk.fit import file_sha256, fit, load_run
-    from lanternpk.inference import SamplerSettings
     from lanternpk.model import prepare_data
     from lanternpk.predictive import parameter_draws
 
@@ -493,10 +557,7 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
                 file_sha256(calibration) != run.provenance["calibration_sha256"]:
             raise UsageError(f"{run.run_dir} was fit with standard curve {calibration}, which "
                              "is missing or changed; refits need it (or pass --no-refit)")
-    sampler = dict(run.provenance["sampler"])
-    settings = SamplerSettings(**sampler)
-    if refit_draws is not None:
-        settings = dataclasses.replace(settings, draws=refit_draws)
+    settings = _refit_settings(run, refit_draws)
     safe = "".join(c if c.isalnum() else "_" for c in animal)
     csv = workdir / f"without_{safe}.csv"
     obs_minus.to_csv(csv, index=False)
@@ -575,7 +636,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
     ------
     UsageError
         Fewer than two runs, a directory that is not a run, missing spec/data files, runs
-        fit to different data.
+        fit to different data, a run with fewer than :data:`MIN_PSIS_DRAWS` draws, a
+        sampler record that cannot be refit.
     DataError
         A run's spec or data file changed since the fit.
     """
@@ -602,6 +664,8 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
     for i, r in enumerate(run_dirs):  # cheap check first, before anything heavy is loaded
         require_run(r, writable=write and i == 0)  # the scores go into the first run
     runs = [_open_run(r) for r in run_dirs]
+    for run in runs:
+        _check_draw_count(run)
     first = runs[0].provenance
     for run in runs[1:]:
         if run.provenance["data_sha256"] != first["data_sha256"]:
@@ -682,14 +746,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         scores.append(score)
     records = comparison_table(scores)
     animals = animal_records(scores)
-    files = []
-    if write:
-        from lanternpk.io import write_text_atomic
-
-        for name, content in ((COMPARE_FILE, records), (ANIMALS_FILE, animals)):
-            path = runs[0].run_dir / name
-            write_text_atomic(path, json.dumps(content, indent=1) + "\n")
-            files.append(path)
+    files = write_outputs(runs[0].run_dir, records, animals) if write else []
     return CompareResult(records=records, animals=animals, scores=scores, files=files,
                          wall_s=time.perf_counter() - start)
 

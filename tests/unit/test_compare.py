@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import multivariate_normal, norm
 
 from lanternpk.cli import main
-from lanternpk.compare import ModelScores, comparison_table, proposal
+from lanternpk.compare import ModelScores, animal_records, comparison_table, proposal
 from lanternpk.compare_stats import (
     PARETO_K_BAD,
     LooResult,
@@ -252,3 +252,79 @@ def test_all_draws_kept_keep_their_chains():
     assert chains_kept(group, thin_indices(4000, 4000)) == 4
     assert chains_kept(group, thin_indices(4000, 100000)) == 4
     assert chains_kept(group, thin_indices(4000, 1000)) == 1
+
+
+def _strict_json(path):
+    """Parse ``path`` as JSON, refusing NaN and Infinity (which JSON does not have)."""
+    import json
+
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_compare_files_are_valid_json_when_pareto_k_is_infinite(tmp_path):
+    """With few draws (`--draws 10`) every Pareto k is infinite, and compare.json held
+    `"max_k_rows": Infinity` (compare_animals.json more), which JSON parsers refuse."""
+    from lanternpk.compare import ANIMALS_FILE, COMPARE_FILE, write_outputs
+
+    a = _scores("a", [-1.0, -2.0], [-3.0, -4.0], [np.inf, 0.3])
+    a.loo = LooResult(a.loo.elpd_i, a.loo.lppd_i, np.array([np.inf, 0.2]), a.loo.labels)
+    b = _scores("b", [-1.5, -2.0], [-2.0, -4.5], [0.1, np.nan])
+    files = write_outputs(tmp_path, comparison_table([a, b]), animal_records([a, b]))
+    assert files == [tmp_path / COMPARE_FILE, tmp_path / ANIMALS_FILE]
+    records, animals = (_strict_json(f) for f in files)
+    assert next(r for r in records if r["model"] == "a")["max_k_rows"] is None
+    assert [r["pareto_k"] for r in animals] == [None, 0.3, 0.1, None]
+
+
+def _fake_run(run_dir, chains: int, draws: int, sampler: dict | None = None):
+    """What compare reads of an opened run before scoring it (no spec, data or JAX)."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    posterior = xr.Dataset({"sigma": (("chain", "draw"), np.ones((chains, draws)))})
+    provenance = {"data_sha256": "0" * 64, "data_file": "obs.csv",
+                  "sampler": sampler or {"sampler": "numpyro", "chains": chains,
+                                         "draws": max(draws, 1), "tune": 10}}
+    return SimpleNamespace(run_dir=run_dir, idata=SimpleNamespace(posterior=posterior),
+                           provenance=provenance)
+
+
+@pytest.mark.parametrize(("chains", "draws"), [(1, 4), (4, 2), (4, 0)])
+def test_compare_refuses_a_run_with_too_few_draws(monkeypatch, tmp_path, capsys, chains,
+                                                  draws):
+    """`--draws` had to be ≥ 10 (PSIS), but a run of fewer draws was scored in full (a run of
+    no draws failed with KeyError: 'log_flux')."""
+    import lanternpk.compare as compare
+    import lanternpk.fit
+
+    small, full = tmp_path / "small", tmp_path / "full"
+    opened = {full: _fake_run(full, 4, 100), small: _fake_run(small, chains, draws)}
+    monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
+    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
+    rc = main(["compare", str(full), str(small), "--no-refit"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "Traceback" not in err
+    assert (f"{small} holds {chains * draws} posterior draws (chains × draws = {chains} × "
+            f"{draws}); compare needs at least 10") in err
+
+
+def test_refit_settings_read_only_the_sampler_fields(tmp_path):
+    """A sampler record with a key SamplerSettings does not know (the record schema keeps
+    extra keys) made `compare --max-refits 1` fail with a TypeError traceback."""
+    from lanternpk.compare import _refit_settings
+    from lanternpk.errors import UsageError
+
+    record = {"sampler": "numpyro", "chains": 2, "draws": 50, "tune": 20, "seed": 7,
+              "target_accept": 0.8, "foo": "hand-written"}
+    run = _fake_run(tmp_path, 2, 50, sampler=record)
+    settings = _refit_settings(run, None)
+    assert (settings.sampler, settings.chains, settings.draws, settings.tune, settings.seed,
+            settings.target_accept) == ("numpyro", 2, 50, 20, 7, 0.8)
+    assert _refit_settings(run, 30).draws == 30
+    run.provenance["sampler"] = {**record, "target_accept": "high"}
+    with pytest.raises(UsageError, match=r"cannot be used to refit .*; pass --no-refit"):
+        _refit_settings(run, None)

@@ -158,7 +158,7 @@ def test_a_run_that_cannot_be_moved_aside_is_refused_before_the_work(tmp_path):
     if os.geteuid() != 0:  # root may write anywhere
         run.chmod(0o555)
         try:
-            with pytest.raises(UsageError, match="cannot replace .*not a writable directory"):
+            with pytest.raises(UsageError, match=r"cannot replace .*not a writable directory"):
                 check_replaceable_directory(run, marker="posterior.nc", overwrite=True)
         finally:
             run.chmod(0o755)
