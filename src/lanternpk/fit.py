@@ -162,6 +162,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     check_replaceable_directory(out_dir, marker=POSTERIOR_FILE, overwrite=overwrite,
                                 owned=RUN_ENTRIES,
                                 inputs=(data_path, spec_path, calibration_path))
+    _check_ppc_entries(out_dir)
     obs, calibration, spec, data = load_inputs(data_path, spec_path, calibration_path)
 
     start = time.perf_counter()
@@ -197,6 +198,17 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     idata.attrs[OBSERVATIONS_ATTR] = obs.to_csv(index=False)
     _write_run(out_dir, idata, provenance, diagnostics, summary)
     return FitResult(run_dir=out_dir, summary=summary, wall_s=wall_s)
+
+
+def _check_ppc_entries(out_dir: Path) -> None:
+    """Refuse to replace a run whose ``ppc/`` holds anything ``lanternpk ppc`` did not write
+    (the run is replaced as a whole: a note kept there would be deleted with it)."""
+    from lanternpk.ppc import PPC_DIR, check_ppc_dir
+
+    try:
+        check_ppc_dir(out_dir / PPC_DIR)
+    except UsageError as err:
+        raise UsageError(f"refusing to replace {out_dir}: {err}") from None
 
 
 def _scale_source(calibration: pd.DataFrame | None) -> str:

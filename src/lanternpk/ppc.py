@@ -42,10 +42,14 @@ LOO-PIT
     (``r_eff`` = 1). Uniformity is summarised by a Kolmogorov–Smirnov test; rows with
     Pareto ``k > 0.7`` have unreliable LOO values.
 
-Outputs in ``RUN_DIR/ppc/`` (each written atomically): ``posterior_predictive.nc`` (ArviZ:
-``posterior_predictive`` flux and below_lod, ``log_likelihood``, ``observed_data``,
-``constant_data``), ``coverage.json``, ``loo_pit.json`` and one visual predictive check
-``vpc_<region>_<modality>.png`` per region × modality.
+Outputs in ``RUN_DIR/ppc/``: ``posterior_predictive.nc`` (ArviZ: ``posterior_predictive``
+flux and below_lod, ``log_likelihood``, ``observed_data``, ``constant_data``),
+``coverage.json``, ``loo_pit.json`` (strict JSON: a number that is not finite, such as the
+Pareto k of a draw that dominates, is ``null``) and one visual predictive check
+``vpc_<region>_<modality>.png`` per region × modality. The directory is built beside
+``ppc/`` and swapped in whole, so an interrupted check leaves the earlier one untouched;
+a ``ppc`` that is not a directory (a file, a symbolic link) or that holds other files is
+refused before anything is simulated.
 
 Heavy libraries (JAX, PyMC, matplotlib, ArviZ) are imported inside the functions, so that
 registering the command (:func:`add_ppc_parser`) does not import JAX before the CLI has set
@@ -55,7 +59,7 @@ up its devices.
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -398,6 +402,8 @@ def predictive_to_idata(pred, obs: pd.DataFrame, *, n_chains: int, attrs: dict):
     """
     import arviz as az
 
+    from lanternpk.io import json_text
+
     n_draws, n = pred.log_flux.shape
     shape = (n_chains, n_draws // n_chains, n)
     flux = obs["flux"].to_numpy(float)
@@ -416,7 +422,7 @@ def predictive_to_idata(pred, obs: pd.DataFrame, *, n_chains: int, attrs: dict):
         coords={"obs": np.arange(n)},
         dims=dims,
     )
-    idata.attrs["lanternpk_ppc"] = json.dumps(attrs)
+    idata.attrs["lanternpk_ppc"] = json_text(attrs)
     return idata
 
 
@@ -450,7 +456,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     ------
     UsageError
         Not a run, files not found, ``--draws`` < 10 (LOO-PIT's PSIS needs them), no GPU
-        for ``--device gpu``.
+        for ``--device gpu``, ``RUN_DIR/ppc`` not a directory or holding files ppc does
+        not write (:func:`check_ppc_dir`).
     DataError
         The spec or data differ from those the run was fit to.
     """
@@ -462,16 +469,20 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     from lanternpk import __version__
     from lanternpk.data.load import load_observations
     from lanternpk.fit import load_run_with_inputs, require_run
-    from lanternpk.io import atomic_path, write_text_atomic
+    from lanternpk.io import (
+        atomic_path,
+        json_text,
+        replace_directory,
+        staging_directory,
+        write_text_atomic,
+    )
     from lanternpk.model import prepare_data
     from lanternpk.predictive import chains_kept, posterior_predictive, resolve_device
     from lanternpk.spec import load_spec
 
     require_run(run_dir, writable=True)  # before JAX loads in resolve_device
     ppc_dir = run_dir / PPC_DIR
-    if ppc_dir.exists() and not ppc_dir.is_dir():
-        raise UsageError(f"{ppc_dir} is not a directory; ppc writes its results there, so "
-                         "move it away")
+    check_ppc_dir(ppc_dir)
     dev = resolve_device(device)
     idata, provenance, spec_path, data_path = load_run_with_inputs(
         run_dir, command="ppc", data_path=data_path,
@@ -496,31 +507,71 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                   uniforms=uniforms)
     loo_record = _loo_record(obs, data.censored, loo, pit, seed, n_chains=n_chains)
 
-    ppc_dir.mkdir(exist_ok=True)
     attrs = {"mode": "same_animals", "seed": seed, "device": pred.device, "draws": n_draws,
              "draw_index": pred.draw_index.tolist(), "run_dir": str(run_dir),
              "data_sha256": provenance["data_sha256"],
              "spec_sha256": provenance["spec_sha256"], "lanternpk": __version__,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = predictive_to_idata(pred, obs, n_chains=n_chains, attrs=attrs)
-    with atomic_path(ppc_dir / PREDICTIVE_FILE) as tmp:
-        out.to_netcdf(str(tmp))
-    write_text_atomic(ppc_dir / COVERAGE_FILE, json.dumps(coverage, indent=1) + "\n")
-    write_text_atomic(ppc_dir / LOO_PIT_FILE, json.dumps(loo_record, indent=1) + "\n")
     figures = []
-    if write_figures:
-        flux_draws = pred.flux
-        groups = obs[["region", "modality"]].astype(str).drop_duplicates()
-        for region, modality in sorted(groups.itertuples(index=False)):
-            fig, _ = plot_vpc(obs, flux_draws, pred.below_lod, region=region,
-                              modality=modality)
-            path = ppc_dir / f"vpc_{region}_{modality}.png"
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
-            figures.append(path)
+    staging = staging_directory(ppc_dir)  # filled, then swapped in whole
+    try:
+        with atomic_path(staging / PREDICTIVE_FILE) as tmp:
+            out.to_netcdf(str(tmp))
+        write_text_atomic(staging / COVERAGE_FILE, json_text(coverage))
+        write_text_atomic(staging / LOO_PIT_FILE, json_text(loo_record))
+        if write_figures:
+            groups = obs[["region", "modality"]].astype(str).drop_duplicates()
+            for region, modality in sorted(groups.itertuples(index=False)):
+                fig, _ = plot_vpc(obs, pred.flux, pred.below_lod, region=region,
+                                  modality=modality)
+                name = f"vpc_{region}_{modality}.png"
+                with atomic_path(staging / name) as tmp:
+                    fig.savefig(tmp, format="png", dpi=100)
+                figures.append(ppc_dir / name)
+        check_ppc_dir(ppc_dir)  # files put there while simulating are not deleted either
+        replace_directory(staging, ppc_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return PpcResult(ppc_dir=ppc_dir, coverage=coverage, loo_pit=loo_record, figures=figures,
                      device=pred.device, draws=n_draws, simulate_s=simulate_s,
                      wall_s=time.perf_counter() - start)
+
+
+def check_ppc_dir(ppc_dir: Path) -> None:
+    """Refuse a ``RUN_DIR/ppc`` that replacing with a new check would lose anything of.
+
+    Parameters
+    ----------
+    ppc_dir : Path
+        ``RUN_DIR/ppc``: absent, or a directory holding nothing but files ppc writes
+        (``posterior_predictive.nc``, ``coverage.json``, ``loo_pit.json``,
+        ``vpc_*.png``), which the new check replaces as a whole.
+
+    Raises
+    ------
+    UsageError
+        ``ppc_dir`` is a file or a symbolic link (even a broken one), or holds other entries
+        (named).
+    """
+    if ppc_dir.is_symlink() or (ppc_dir.exists() and not ppc_dir.is_dir()):
+        kind = "a symbolic link, not a directory" if ppc_dir.is_symlink() else "not a directory"
+        raise UsageError(f"{ppc_dir} is {kind}; ppc writes its results there, so move it away")
+    if not ppc_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in ppc_dir.iterdir() if not _is_ppc_output(p))
+    if foreign:
+        raise UsageError(f"{ppc_dir} holds {', '.join(foreign[:5])}"
+                         f"{', …' if len(foreign) > 5 else ''}, which ppc does not write; it "
+                         "replaces the directory as a whole, so move them away")
+
+
+def _is_ppc_output(path: Path) -> bool:
+    """Whether ``path`` is a file that ``lanternpk ppc`` writes into ``RUN_DIR/ppc``."""
+    name = path.name
+    return (path.is_file() and not path.is_symlink()
+            and (name in (PREDICTIVE_FILE, COVERAGE_FILE, LOO_PIT_FILE)
+                 or (name.startswith("vpc_") and name.endswith(".png"))))
 
 
 def _loo_record(obs: pd.DataFrame, censored: np.ndarray, loo_result: LooPit,

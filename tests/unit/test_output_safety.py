@@ -339,3 +339,21 @@ def test_one_problem_on_every_row_is_shown_three_times_then_counted(root, tmp_pa
                                "same problem, the last in row ")
     assert "(cell type not in spec muse_vs_msc" in lines[3]
     assert lines[4] == f"lanternpk validate: {n_rows} problem(s) found"
+
+
+def test_fit_overwrite_refuses_a_run_whose_ppc_holds_the_users_files(root, tmp_path, capsys):
+    """`fit --overwrite` deleted RUN/ppc/notes.txt with the run: only the top level of the
+    run was checked for files lanternpk does not write."""
+    run = tmp_path / "run"
+    (run / "ppc").mkdir(parents=True)
+    (run / "posterior.nc").write_bytes(b"an earlier run")
+    (run / "ppc" / "coverage.json").write_text("[]")
+    (run / "ppc" / "notes.txt").write_text("mine")
+    rc = main(["fit", str(root / DATA), "--model", str(root / SPEC), "--out", str(run),
+               "--overwrite", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "Traceback" not in err
+    assert (f"refusing to replace {run}: {run / 'ppc'} holds notes.txt, which ppc does not "
+            "write") in err
+    assert (run / "ppc" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -18,6 +18,8 @@ budgets below say how often a *correct* implementation would fail on fresh seeds
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -340,3 +342,147 @@ def test_ppc_data_must_be_a_file(tmp_path, capsys, given, reason):
     with pytest.raises(SystemExit) as exit_:  # argparse's own exit for a bad argument
         main(["ppc", str(tmp_path), "--data", given])
     assert exit_.value.code == EXIT_USAGE and reason in capsys.readouterr().err
+
+
+# --- RUN_DIR/ppc: refusals, strict JSON, whole-directory replacement -------------------------
+
+def test_a_broken_symlink_at_ppc_is_refused_before_simulating(tmp_path, capsys):
+    """Before: it passed the check (exists() is False), and writing failed after the whole
+    simulation with 'File exists'."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    (tmp_path / "posterior.nc").write_bytes(b"not read: the check comes first")
+    (tmp_path / "ppc").symlink_to(tmp_path / "nonexistent" / "x")
+    assert main(["ppc", str(tmp_path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'ppc'} is a symbolic link, not a directory" in err
+    assert (tmp_path / "ppc").is_symlink()
+
+
+def test_files_ppc_does_not_write_in_ppc_are_refused_before_simulating(tmp_path, capsys):
+    """ppc/ is replaced as a whole, so a file of the user's there would be deleted."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    (tmp_path / "posterior.nc").write_bytes(b"not read: the check comes first")
+    (tmp_path / "ppc").mkdir()
+    (tmp_path / "ppc" / "coverage.json").write_text("[]")
+    (tmp_path / "ppc" / "notes.txt").write_text("mine")
+    (tmp_path / "ppc" / "vpc_lung_in_vivo.png").mkdir()  # a directory, not a figure
+    assert main(["ppc", str(tmp_path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'ppc'} holds notes.txt, vpc_lung_in_vivo.png, which ppc does not write" \
+        in err
+    assert (tmp_path / "ppc" / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    """A run directory whose loading and simulation are replaced by small fixed arrays
+    (6 rows, 40 draws, one row below LOD), so that :func:`run_ppc` runs in a second."""
+    from types import SimpleNamespace
+
+    import lanternpk.data.load
+    import lanternpk.fit
+    import lanternpk.model
+    import lanternpk.predictive
+    import lanternpk.spec
+
+    obs = _obs([("lung", "in_vivo", 24.0, "muse", 3), ("femur", "in_vivo", 24.0, "muse", 3)])
+    obs["study"] = "s"
+    obs["image"] = [f"img{i}" for i in range(len(obs))]
+    rng = np.random.default_rng(5)
+    flux = np.exp(rng.normal(5.5, 1.0, size=(40, len(obs))))
+    lod = obs["lod"].to_numpy()
+    pred = SimpleNamespace(flux=flux, log_flux=np.log(flux), below_lod=flux < lod,
+                           cdf=rng.uniform(size=flux.shape),
+                           log_lik=rng.normal(-3.0, 0.5, size=flux.shape),
+                           draw_index=np.arange(40), device="cpu")
+    provenance = {"data_sha256": "d" * 64, "spec_sha256": "s" * 64}
+    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
+        SimpleNamespace(posterior=None), provenance, Path("spec.toml"), Path("obs.csv")))
+    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
+    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: obs)
+    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: (
+        SimpleNamespace(censored=obs["flux"].to_numpy() < obs["lod"].to_numpy())))
+    monkeypatch.setattr(lanternpk.predictive, "posterior_predictive",
+                        lambda *args, **kwargs: pred)
+    monkeypatch.setattr(lanternpk.predictive, "chains_kept", lambda group, index: 1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_bytes(b"not read: loading is faked")
+    return run
+
+
+def _strict_json(text: str) -> object:
+    """``json.loads`` that refuses NaN and Infinity, as parsers other than Python's do."""
+    import json
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_ppc_writes_non_finite_numbers_as_null(fake_run, monkeypatch):
+    """Before: ``"pareto_k_max": Infinity`` in loo_pit.json, which is not JSON."""
+    import arviz as az
+
+    import lanternpk.ppc as ppc
+
+    def loo_with_a_dominant_draw(log_lik, cdf, censored, **kwargs):
+        result = loo_pit(log_lik, cdf, censored, **kwargs)
+        pareto_k = result.pareto_k.copy()
+        pareto_k[2] = np.inf
+        return result._replace(pareto_k=pareto_k)
+
+    monkeypatch.setattr(ppc, "loo_pit", loo_with_a_dominant_draw)
+    result = ppc.run_ppc(fake_run, write_figures=False)
+    assert result.loo_pit["pareto_k_max"] == np.inf  # printed as inf
+    loo = _strict_json((fake_run / "ppc" / "loo_pit.json").read_text())
+    assert loo["pareto_k_max"] is None and loo["rows"][2]["pareto_k"] is None
+    assert loo["n_pareto_k_above_0.7"] >= 1
+    coverage = _strict_json((fake_run / "ppc" / "coverage.json").read_text())
+    assert [r["region"] for r in coverage] == ["femur", "lung"]
+    idata = az.from_netcdf(fake_run / "ppc" / "posterior_predictive.nc")
+    assert _strict_json(idata.attrs["lanternpk_ppc"])["draws"] == 40
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_an_interrupted_ppc_leaves_the_earlier_ppc_whole(fake_run, monkeypatch):
+    """Ctrl-C while drawing the figures: before, ppc/ held the new .nc and JSON beside the
+    earlier figures. Now the earlier ppc/ is untouched and nothing else is left behind."""
+    import lanternpk.ppc as ppc
+
+    ppc.run_ppc(fake_run, seed=1)
+    (fake_run / "ppc" / "vpc_gone_in_vivo.png").write_bytes(b"an earlier check's figure")
+    earlier = _tree(fake_run / "ppc")
+    drawn = []
+
+    def interrupted_plot(*args, **kwargs):
+        if drawn:
+            raise KeyboardInterrupt
+        drawn.append(kwargs["region"])
+        return plot_vpc(*args, **kwargs)
+
+    monkeypatch.setattr(ppc, "plot_vpc", interrupted_plot)
+    with pytest.raises(KeyboardInterrupt):
+        ppc.run_ppc(fake_run, seed=2)
+    assert drawn == ["femur"]
+    assert _tree(fake_run / "ppc") == earlier
+    assert sorted(p.name for p in fake_run.iterdir()) == ["posterior.nc", "ppc"]
+
+    monkeypatch.setattr(ppc, "plot_vpc", plot_vpc)  # a complete check replaces it whole
+    result = ppc.run_ppc(fake_run, seed=2)
+    assert sorted(_tree(fake_run / "ppc")) == [
+        "coverage.json", "loo_pit.json", "posterior_predictive.nc", "vpc_femur_in_vivo.png",
+        "vpc_lung_in_vivo.png"]
+    assert result.figures == [fake_run / "ppc" / "vpc_femur_in_vivo.png",
+                              fake_run / "ppc" / "vpc_lung_in_vivo.png"]
+    assert (fake_run / "ppc" / "loo_pit.json").read_bytes() != earlier["loo_pit.json"]
+    assert sorted(p.name for p in fake_run.iterdir()) == ["posterior.nc", "ppc"]
