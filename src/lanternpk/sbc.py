@@ -68,7 +68,7 @@ from lanternpk.argtypes import (
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
-from lanternpk.io import atomic_path, write_text_atomic
+from lanternpk.io import atomic_path, json_text, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
 from lanternpk.tomlfile import (
     KeyedProblems,
@@ -653,7 +653,7 @@ def _previous_attempts(out: Path, index: int, key: str) -> list:
 
 def write_record(out: Path, record: dict) -> None:
     """Write one fit record to ``OUT/fits/NNNN.json`` atomically."""
-    write_text_atomic(fit_path(out, record["index"]), json.dumps(record, indent=1) + "\n")
+    write_text_atomic(fit_path(out, record["index"]), json_text(record))
 
 
 # --- campaign -------------------------------------------------------------------------------
@@ -762,7 +762,7 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
         backend = DaskBackend(client)
     wall_fits = 0.0
     try:
-        write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
+        write_text_atomic(manifest_path, json_text(manifest))
         if todo:
             tasks = _make_tasks(spec, obs, todo, key, settings, out)
             wall_fits = _execute(tasks, out, n=n, n_done=len(done), timeout_s=timeout_s,
@@ -926,13 +926,7 @@ def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> None:
         with atomic_path(dest / PLOT_FILE) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
         plt.close(fig)
-    write_text_atomic(dest / SUMMARY_FILE, json.dumps(summary, indent=1, default=_json) + "\n")
-
-
-def _json(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    write_text_atomic(dest / SUMMARY_FILE, json_text(summary))  # non-finite numbers null
 
 
 def format_summary(summary: dict) -> str:

@@ -361,3 +361,15 @@ def test_a_malformed_scheduler_address_is_a_usage_error(root, capsys, address):
     err = capsys.readouterr().err
     assert exit_.value.code == EXIT_USAGE and "Traceback" not in err
     assert "argument --scheduler: not a Dask scheduler address such as tcp://HOST:8786" in err
+
+
+def test_sbc_json_is_valid_json_when_a_statistic_is_not_finite(tmp_path):
+    """sbc.json was written with NaN/Infinity where a statistic was not finite."""
+    from lanternpk.sbc import SUMMARY_FILE, write_outputs
+
+    summary = {"campaign": {"key": "k"}, "n_requested": 0, "quantities": [],
+               "fit_diagnostics": {"wall_s_median": float("nan")}, "alpha": np.float64(0.01)}
+    write_outputs(tmp_path, summary)
+    text = (tmp_path / SUMMARY_FILE).read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["fit_diagnostics"]["wall_s_median"] is None
