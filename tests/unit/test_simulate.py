@@ -226,6 +226,18 @@ def test_refused_resimulation_changes_nothing(root, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s6"]  # no staging left behind
 
 
+def test_a_broken_symbolic_link_as_out_is_named(root, tmp_path, capsys):
+    """Before: the study was simulated, then 'error: File exists: deadlink'."""
+    link = tmp_path / "deadlink"
+    link.symlink_to(tmp_path / "gone")
+    rc = main(["simulate", str(root / "data/truths/als_mouse.toml"), "--seed", "1", "--out",
+               str(link)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"refusing to write a study into {link}: it is a broken symbolic link" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deadlink"]
+
+
 @pytest.mark.parametrize("target", ["calibration.csv", "provenance.json", ""])
 def test_simulate_never_overwrites_its_truth_file(root, tmp_path, capsys, target):
     """A truth file copied into an earlier study was replaced by the simulated data."""

@@ -547,6 +547,9 @@ def _check_study_directory(out_dir: Path, names: list[str], truth_file: Path) ->
                              "being simulated; choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"refusing to write a study into {out_dir}: it is a file")
+    if out_dir.is_symlink() and not out_dir.exists():  # before: "File exists" after the work
+        raise UsageError(f"refusing to write a study into {out_dir}: it is a broken symbolic "
+                         f"link (to {os.readlink(out_dir)})")
     present = [target for target in targets if os.path.lexists(target)]
     if not present:
         return
