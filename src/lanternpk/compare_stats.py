@@ -15,8 +15,9 @@ import pandas as pd
 #: Pareto k above which a PSIS estimate is unreliable.
 PARETO_K_BAD = 0.7
 #: Fewest posterior draws PSIS is run on: it fits its Pareto tail to the largest
-#: min(S/5, 3√S) weights, which needs a few of them (with 2 draws the fit fails).
-MIN_PSIS_DRAWS = 10
+#: ceil(min(S/5, 3√(S/r_eff))) weights, and ArviZ fits no tail of 4 or fewer (k = inf for
+#: every unit): S/5 > 4 from 21 draws.
+MIN_PSIS_DRAWS = 21
 
 
 def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -455,7 +455,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     Raises
     ------
     UsageError
-        Not a run, files not found, ``--draws`` < 10 (LOO-PIT's PSIS needs them), no GPU
+        Not a run, files not found, ``--draws`` or the run's draws fewer than
+        :data:`~lanternpk.compare_stats.MIN_PSIS_DRAWS` (LOO-PIT's PSIS needs them), no GPU
         for ``--device gpu``, ``RUN_DIR/ppc`` not a directory or holding files ppc does
         not write (:func:`check_ppc_dir`).
     DataError
@@ -490,6 +491,10 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     spec = load_spec(spec_path)
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))
+    held = int(idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"])
+    if held < MIN_PSIS_DRAWS:  # what is simulated when --draws is not given or exceeds it
+        raise UsageError(f"{run_dir} holds {held} posterior draws; LOO-PIT's Pareto smoothing "
+                         f"needs at least {MIN_PSIS_DRAWS}; fit it again with more draws")
 
     if log is not None:
         log(f"simulating the posterior predictive of {run_dir} ...")

@@ -100,4 +100,4 @@ def test_ppc_refuses_too_few_draws_for_loo_pit(tiny_run, capsys):
     rc = main(["ppc", str(tiny_run), "--draws", "2"])
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE
-    assert "--draws must be at least 10" in err and "Traceback" not in err
+    assert "--draws must be at least 21" in err and "Traceback" not in err

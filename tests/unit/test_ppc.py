@@ -402,7 +402,8 @@ def fake_run(tmp_path, monkeypatch):
     provenance = {"data_sha256": "d" * 64, "spec_sha256": "s" * 64}
     monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
     monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
-        SimpleNamespace(posterior=None), provenance, Path("spec.toml"), Path("obs.csv")))
+        SimpleNamespace(posterior=SimpleNamespace(sizes={"chain": 1, "draw": 40})), provenance,
+        Path("spec.toml"), Path("obs.csv")))
     monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
     monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: obs)
     monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: (
@@ -486,3 +487,33 @@ def test_an_interrupted_ppc_leaves_the_earlier_ppc_whole(fake_run, monkeypatch):
                               fake_run / "ppc" / "vpc_lung_in_vivo.png"]
     assert (fake_run / "ppc" / "loo_pit.json").read_bytes() != earlier["loo_pit.json"]
     assert sorted(p.name for p in fake_run.iterdir()) == ["posterior.nc", "ppc"]
+
+
+def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path, capsys):
+    """ArviZ fits no Pareto tail of 4 draws or fewer: below 21 draws every LOO-PIT k was
+    infinite. A run of 2 × 10 draws is refused before simulating (--draws cannot add any)."""
+    from types import SimpleNamespace
+
+    import lanternpk.data.load
+    import lanternpk.fit
+    import lanternpk.model
+    import lanternpk.predictive
+    import lanternpk.spec
+    from lanternpk.cli import main
+    from lanternpk.compare_stats import MIN_PSIS_DRAWS, psis_loo
+    from lanternpk.errors import EXIT_USAGE
+
+    loglik = np.random.default_rng(0).normal(size=(MIN_PSIS_DRAWS - 1, 3))
+    assert np.isinf(psis_loo(loglik).pareto_k).all()  # why the floor is where it is
+    assert np.isfinite(psis_loo(np.vstack([loglik, loglik[:1]])).pareto_k).all()
+    (tmp_path / "posterior.nc").write_bytes(b"not read")
+    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
+        SimpleNamespace(posterior=SimpleNamespace(sizes={"chain": 2, "draw": 10})), {},
+        Path("spec.toml"), Path("obs.csv")))
+    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
+    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
+    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
+    assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
+    assert (f"{tmp_path} holds 20 posterior draws; LOO-PIT's Pareto smoothing needs at least "
+            "21") in capsys.readouterr().err
