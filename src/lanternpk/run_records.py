@@ -109,6 +109,40 @@ _RECORDS = {"provenance": ProvenanceRecord, "design": DesignRecord,
             "diagnostics": DiagnosticsRecord}
 
 
+class SbcQuantityRecord(_Record):
+    name: Label
+    failed: bool
+    chi_square_p: Statistic = None
+    ecdf_p: Statistic = None
+
+
+class SbcSummaryRecord(_Record):
+    """What the report reads of a ``lanternpk sbc`` campaign's ``sbc.json``."""
+
+    passed: bool
+    n_requested: Count
+    n_ok: Count
+    n_failed: Count
+    n_missing: Count
+    n_draws: Count
+    alpha: Annotated[float, Field(gt=0, lt=1)]
+    tests: str
+    quantities: list[SbcQuantityRecord]
+
+
+def record_problems(name: str, schema: type[BaseModel], record: Any) -> list[str]:
+    """What is wrong with one record against its schema, one sentence each."""
+    try:
+        schema.model_validate(record)
+    except ValidationError as err:
+        errors = err.errors()
+        problems = []
+        if lacking := [_where(e) for e in errors if e["type"] == "missing"]:
+            problems.append(f"its {name} record lacks " + ", ".join(map(repr, lacking)))
+        return problems + [_describe(name, e) for e in errors if e["type"] != "missing"]
+    return []
+
+
 def run_record_problems(idata, provenance: Any, design: Any, diagnostics: Any) -> list[str]:
     """What is wrong with a run's records and draws, one sentence each (empty: nothing).
 
@@ -127,13 +161,11 @@ def run_record_problems(idata, provenance: Any, design: Any, diagnostics: Any) -
     checked = {}
     for (name, schema), record in zip(_RECORDS.items(), (provenance, design, diagnostics),
                                       strict=True):
-        try:
+        found = record_problems(name, schema, record)
+        if found:
+            problems += found
+        else:
             checked[name] = schema.model_validate(record)
-        except ValidationError as err:
-            errors = err.errors()
-            if lacking := [_where(e) for e in errors if e["type"] == "missing"]:
-                problems.append(f"its {name} record lacks " + ", ".join(map(repr, lacking)))
-            problems += [_describe(name, e) for e in errors if e["type"] != "missing"]
     if "design" in checked and "posterior" in idata.groups():
         problems += _draw_problems(idata.posterior, checked["design"])
     if "design" in checked and "prior" in idata.groups():  # read for the width ratios

@@ -628,7 +628,7 @@ def read_record(out: Path, index: int, key: str) -> dict | None:
     path = fit_path(out, index)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if not (isinstance(record, dict) and record.get("key") == key
             and record.get("status") in ("ok", "failed")
@@ -740,6 +740,9 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
     if manifest_path.is_file():
         try:
             old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise UsageError(f"{manifest_path} is not an SBC campaign record (nested too "
+                             "deeply); use another --out") from None
         except ValueError as err:
             raise UsageError(f"{manifest_path} is not an SBC campaign record ({err}); "
                              "use another --out") from None

@@ -332,8 +332,9 @@ def test_report_parser_runs_the_command(run_dir, tmp_path, capsys):
 
 
 def test_not_a_run_is_a_usage_error(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="not a lanternpk run"):
-        run_report_command([tmp_path], out=tmp_path / "out")
+        run_report_command([tmp_path / "empty"], out=tmp_path / "out")
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -430,9 +431,33 @@ def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):
     ('{"quantities": 5}', "'quantities' is not a list of records"),
     ('{"quantities": [1]}', "'quantities' is not a list of records"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ('{"quantities": [], "n": 1' + "0" * 5000 + "}", "not valid JSON")])
+    ('{"quantities": [], "n": 1' + "0" * 5000 + "}", "not valid JSON"),
+    # read as passed (bool("false")) beside a rejected quantity, and "None of None fits"
+    ('{"passed": "false", "n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, '
+     '"n_draws": 99, "alpha": 0.01, "tests": "t", "quantities": []}',
+     r"its sbc.json record 'passed': must be a valid boolean \(found 'false'\)"),
+    ('{"quantities": []}', r"its sbc.json record lacks 'passed', 'n_requested'"),
+    ('{"passed": true, "n_requested": 1, "n_ok": "**bold**", "n_failed": 0, "n_missing": 0, '
+     '"n_draws": 99, "alpha": "[x](http://e)", "tests": "t", "quantities": []}',
+     r"'n_ok': must be a valid integer.*'alpha': must be a number")])
 def test_a_malformed_sbc_summary_is_a_usage_error(tmp_path, content, message):
     """Before: AttributeError, TypeError, RecursionError and ValueError tracebacks."""
     (tmp_path / "sbc.json").write_text(content)
     with pytest.raises(UsageError, match=message):
         load_sbc(tmp_path)
+
+
+def test_a_report_inside_an_input_is_refused(tmp_path, capsys):
+    """`report RUN --out RUN/rep` wrote into the run, which fit --overwrite then refused to
+    replace ("it holds rep"); the run is checked before anything is loaded."""
+    from lanternpk.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_bytes(b"not read")
+    sbc = tmp_path / "sbc"
+    sbc.mkdir()
+    for out, extra in ((run / "rep", []), (sbc / "rep", ["--sbc", str(sbc)])):
+        assert main(["report", str(run), "--out", str(out), *extra]) == 2
+        assert "an input of the report; choose another --out" in capsys.readouterr().err
+        assert not out.exists()

@@ -373,3 +373,21 @@ def test_sbc_json_is_valid_json_when_a_statistic_is_not_finite(tmp_path):
     text = (tmp_path / SUMMARY_FILE).read_text()
     assert "NaN" not in text
     assert json.loads(text)["fit_diagnostics"]["wall_s_median"] is None
+
+
+def test_a_campaign_file_nested_too_deeply_is_a_usage_error(tmp_path, root, capsys):
+    """RecursionError tracebacks (exit 1) for a deeply nested sbc_run.json; a fit record
+    nested so is an unfinished fit."""
+    from lanternpk.cli import main
+    from lanternpk.sbc import read_record
+
+    deep = "[" * 100_000 + "]" * 100_000
+    fit_path(tmp_path, 0).parent.mkdir()
+    fit_path(tmp_path, 0).write_text(deep)
+    assert read_record(tmp_path, 0, "k") is None
+    (tmp_path / "sbc_run.json").write_text(deep)
+    rc = main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design",
+               str(root / "data/designs/sbc_small.toml"), "--n", "1", "--out", str(tmp_path),
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "nested too deeply" in err

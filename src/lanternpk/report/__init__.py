@@ -63,8 +63,14 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     int
         0 when written and every run passed its convergence checks; 3 (``EXIT_DIAGNOSTICS``)
         when written but a run's checks failed.
+
+    Raises
+    ------
+    UsageError
+        ``out`` is inside a run directory or the SBC directory (a report there changes an
+        input: ``fit --overwrite`` then refuses the run), or is not a report directory.
     """
-    from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK
+    from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
     from lanternpk.report.render import (
         REPORT_FILES,
         FigureError,
@@ -74,6 +80,10 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
         render_report,
     )
 
+    for given in [*run_dirs, *([sbc_dir] if sbc_dir is not None else [])]:
+        if Path(out).resolve().is_relative_to(Path(given).resolve()):
+            raise UsageError(f"refusing to write a report into {out}: it is inside {given}, "
+                             "an input of the report; choose another --out")
     check_report_directory(out)  # before the runs are loaded and the figures drawn
     sbc = load_sbc(sbc_dir) if sbc_dir is not None else None  # cheap: before the runs
     runs = [load_run_report(run_dir) for run_dir in run_dirs]

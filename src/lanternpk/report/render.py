@@ -38,6 +38,7 @@ from lanternpk.fit import (
 )
 from lanternpk.io import check_writable, write_text_atomic
 from lanternpk.report import figures
+from lanternpk.run_records import MAX_LISTED, SbcSummaryRecord, record_problems
 from lanternpk.solver.closed_form import organ_cells
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -223,6 +224,10 @@ def load_sbc(sbc_dir: str | os.PathLike) -> dict:
     if not (isinstance(quantities, list) and all(isinstance(q, dict) for q in quantities)):
         raise UsageError(f"{sbc_dir / 'sbc.json'}: 'quantities' is not a list of records, as "
                          "`lanternpk sbc` writes; run `lanternpk sbc` again")
+    problems = record_problems("sbc.json", SbcSummaryRecord, summary)
+    if problems:  # e.g. "passed": "false", which would have read as passed
+        raise UsageError(f"{sbc_dir / 'sbc.json'} is not as `lanternpk sbc` writes it: "
+                         + "; ".join(problems[:MAX_LISTED]) + "; run `lanternpk sbc` again")
     png = None
     if (sbc_dir / "sbc_ecdf.png").is_file():
         data = (sbc_dir / "sbc_ecdf.png").read_bytes()
