@@ -8,6 +8,8 @@ not a boolean), the design against itself (filter and detection organs among its
 dose for every cell type) and against the draws (the variables the estimands read, organ and
 cell-type axes of the same length and labels, background groups that exist). A mismatch is a
 clear refusal, not a traceback later or, worse, estimands of other organs.
+:class:`SbcSummaryRecord` is the same check of what ``report --sbc`` reads of an SBC
+campaign's ``sbc.json``.
 """
 
 from __future__ import annotations
