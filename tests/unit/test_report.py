@@ -284,8 +284,10 @@ def test_ppc_figures_coverage_and_compare_json_are_shown(run_dir, tmp_path):
     ]
     (copy / "ppc/coverage.json").write_text(json.dumps(coverage))
     (copy / "ppc/intervals.png").write_bytes(_png_bytes())
-    (copy / "compare.json").write_text(json.dumps([{"spec": "muse_vs_msc", "elpd": -12.5},
-                                                   {"spec": "shared_homing", "elpd": -30.25}]))
+    (copy / "compare.json").write_text(json.dumps([{"spec": "muse_vs_msc", "elpd": -12.5,
+                                                    "max_k_rows": None},
+                                                   {"spec": "shared_homing", "elpd": -30.25,
+                                                    "max_k_rows": 0.4}]))
     out = tmp_path / "report"
     rc = run_report_command([copy, run_dir], out=out)
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS)
@@ -295,6 +297,7 @@ def test_ppc_figures_coverage_and_compare_json_are_shown(run_dir, tmp_path):
     assert len(_pngs(ppc)) == 1
     comparison = html[html.index('<section id="comparison">'):html.index('<section id="barely">')]
     assert "run_copy" in comparison and "shared_homing" in comparison and "-30.25" in comparison
+    assert "<td>—</td>" in comparison and "null" not in comparison  # an infinite Pareto k
     md = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Runs compared" in md and "| run_copy |" in md
 
@@ -420,6 +423,26 @@ def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
     markdown = (out / "summary.md").read_text()
     assert "Simulation-based calibration: **FAILED or incomplete**" in markdown
     assert "rejected: release\\[muse\\]" in markdown  # brackets escaped: not a link
+
+
+def test_an_sbc_campaign_of_another_spec_is_announced(run, tmp_path):
+    """report --sbc showed a campaign's calibration beside a run of another model without a
+    word; the campaign records the sha256 of the spec it checked."""
+    summary = {"n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, "n_draws": 99,
+               "alpha": 0.01, "tests": "t", "passed": True, "quantities": [],
+               "campaign": {"spec_file": "models/other.toml", "spec_sha256": "e" * 64}}
+    for sha, same_spec in (("e" * 64, False), (run.provenance["spec_sha256"], True)):
+        sbc_dir = tmp_path / sha[:4]
+        sbc_dir.mkdir()
+        summary["campaign"]["spec_sha256"] = sha
+        (sbc_dir / "sbc.json").write_text(json.dumps(summary))
+        out = render_report([run], out=tmp_path / f"r{sha[:4]}", sbc=load_sbc(sbc_dir))
+        for name in ("index.html", "summary.md"):
+            text = (out / name).read_text(encoding="utf-8")
+            shown = "Calibration of another model" in text
+            assert shown is not same_spec, name
+        if not same_spec:
+            assert "checked spec models/other.toml (sha256 eeeeeeeeeeee)" in text
 
 
 def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):

@@ -311,8 +311,9 @@ def _study(run: RunReport) -> str:
     return ", ".join(dict.fromkeys(run.observations["study"]))
 
 
-def _warnings(runs: Sequence[RunReport]) -> list[dict]:
-    """At most two one-line banners: reduced sampler settings, failed convergence checks."""
+def _warnings(runs: Sequence[RunReport], sbc: dict | None = None) -> list[dict]:
+    """One-line banners: reduced sampler settings, failed convergence checks, and an SBC
+    campaign of another spec than the reported run's (its calibration says nothing of it)."""
     reduced, failed = [], []
     for run in runs:
         sampler = run.provenance["sampler"]
@@ -331,6 +332,13 @@ def _warnings(runs: Sequence[RunReport]) -> list[dict]:
     if failed:
         out.append({"level": "fail", "head": "Convergence checks FAILED", "text": (
             f"{'; '.join(failed)}. Posterior summaries are not trustworthy.")})
+    campaign = sbc["summary"].get("campaign") if sbc is not None else None
+    spec = runs[0].provenance
+    if isinstance(campaign, dict) and campaign.get("spec_sha256") != spec["spec_sha256"]:
+        out.append({"level": "warn", "head": "Calibration of another model", "text": (
+            f"the SBC campaign {sbc['dir']} checked spec {campaign.get('spec_file')} (sha256 "
+            f"{str(campaign.get('spec_sha256'))[:12]}), not this run's {spec['spec_file']} "
+            f"({spec['spec_sha256'][:12]}); its result does not apply to this model.")})
     return out
 
 
@@ -419,15 +427,16 @@ def _run_row(run: RunReport) -> dict:
 
 
 def _compare(run: RunReport) -> dict | None:
-    """``compare.json`` verbatim: a table when it is a list of flat records, else JSON text."""
+    """``compare.json`` verbatim: a table when it is a list of flat records (null, e.g. the
+    infinite Pareto k of few draws, as a dash), else JSON text."""
     data = run.compare
     if data is None:
         return None
     if (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)
             and all(not isinstance(v, dict | list) for r in data for v in r.values())):
         columns = list(dict.fromkeys(k for r in data for k in r))
-        rows = [[r[c] if isinstance(r.get(c), str) else json.dumps(r.get(c)) for c in columns]
-                for r in data]
+        rows = [[r[c] if isinstance(r.get(c), str) else fmt(None) if r.get(c) is None
+                 else json.dumps(r.get(c)) for c in columns] for r in data]
         return {"label": _label(run), "columns": columns, "rows": rows, "text": None}
     return {"label": _label(run), "columns": None, "rows": None,
             "text": json.dumps(data, indent=1)}
@@ -499,7 +508,7 @@ def build_context(runs: Sequence[RunReport], sbc: dict | None = None) -> dict:
     data_hashes = {r.provenance["data_sha256"] for r in runs}
     return {
         "title": f"{_study(run)} — {design['spec']}",
-        "study": _study(run), "run": _run_row(run), "warnings": _warnings(runs),
+        "study": _study(run), "run": _run_row(run), "warnings": _warnings(runs, sbc),
         "scale_set_by": run.provenance.get("scale_set_by"),
         "cell_types": [figures.cell_label(ct) for ct in design["cell_types"]],
         "answer": answer, "engraftment": engraftment, "floor": fmt(floor), "data": data,
