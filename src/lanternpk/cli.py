@@ -64,9 +64,8 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     inputs = [*args.exports, args.map, *([args.model] if args.model is not None else [])]
-    for path in map(Path, inputs):
-        if out.resolve() == path.resolve() or (out.exists() and path.exists()
-                                               and os.path.samefile(out, path)):
+    for path in map(Path, inputs):  # existing files (argparse); samefile sees links too
+        if out.exists() and os.path.samefile(out, path):
             raise UsageError(f"refusing to write {out}: it is the input file {path}")
     if out.is_dir():
         raise UsageError(f"refusing to write {out}: it is a directory, not a file")

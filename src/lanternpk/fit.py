@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -31,12 +30,7 @@ from lanternpk.diagnostics import check_convergence
 from lanternpk.errors import DataError, Problem, UsageError, load_all
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
-from lanternpk.io import (
-    check_replaceable_directory,
-    check_writable,
-    replace_directory,
-    staging_directory,
-)
+from lanternpk.io import check_replaceable_directory, check_writable, replacing_directory
 from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
 from lanternpk.run_records import run_record_problems
 from lanternpk.spec import ModelSpec, load_spec
@@ -236,9 +230,7 @@ def make_summary(idata: az.InferenceData, design: dict, diagnostics: dict,
 
 
 def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_directory(out_dir)
-    try:
+    with replacing_directory(out_dir) as staging:
         idata.to_netcdf(staging / POSTERIOR_FILE)
         for name, record in (("provenance.json", provenance), ("diagnostics.json", diagnostics),
                              ("summary.json", summary)):
@@ -247,9 +239,6 @@ def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
         if not diagnostics["passed"]:
             (staging / "DIAGNOSTICS_FAILED").write_text(
                 "Convergence checks failed; see diagnostics.json.\n", encoding="utf-8")
-        replace_directory(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _json_default(value):

@@ -81,6 +81,20 @@ def staging_directory(target: str | os.PathLike) -> Path:
     return staging
 
 
+@contextmanager
+def replacing_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new directory beside ``target`` (:func:`staging_directory`) to fill; when the
+    block succeeds it replaces ``target`` whole (:func:`replace_directory`), and on failure
+    ``target`` is left as it was. The staging directory is removed either way."""
+    target = Path(target)
+    staging = staging_directory(target)
+    try:
+        yield staging
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     with atomic_path(target) as tmp:

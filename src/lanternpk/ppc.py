@@ -59,7 +59,6 @@ up its devices.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -470,13 +469,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     from lanternpk import __version__
     from lanternpk.data.load import load_observations
     from lanternpk.fit import load_run_with_inputs, require_run
-    from lanternpk.io import (
-        atomic_path,
-        json_text,
-        replace_directory,
-        staging_directory,
-        write_text_atomic,
-    )
+    from lanternpk.io import atomic_path, json_text, replacing_directory, write_text_atomic
     from lanternpk.model import prepare_data
     from lanternpk.predictive import chains_kept, posterior_predictive, resolve_device
     from lanternpk.spec import load_spec
@@ -519,8 +512,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = predictive_to_idata(pred, obs, n_chains=n_chains, attrs=attrs)
     figures = []
-    staging = staging_directory(ppc_dir)  # filled, then swapped in whole
-    try:
+    with replacing_directory(ppc_dir) as staging:  # filled, then swapped in whole
         with atomic_path(staging / PREDICTIVE_FILE) as tmp:
             out.to_netcdf(str(tmp))
         write_text_atomic(staging / COVERAGE_FILE, json_text(coverage))
@@ -535,9 +527,6 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
                     fig.savefig(tmp, format="png", dpi=100)
                 figures.append(ppc_dir / name)
         check_ppc_dir(ppc_dir)  # files put there while simulating are not deleted either
-        replace_directory(staging, ppc_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return PpcResult(ppc_dir=ppc_dir, coverage=coverage, loo_pit=loo_record, figures=figures,
                      device=pred.device, draws=n_draws, simulate_s=simulate_s,
                      wall_s=time.perf_counter() - start)

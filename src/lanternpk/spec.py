@@ -112,7 +112,7 @@ from pydantic import (
 )
 
 from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError, did_you_mean
-from lanternpk.tomlfile import parse_toml, plain_message, with_lines
+from lanternpk.tomlfile import decode_utf8, parse_toml, plain_message, with_lines
 
 __all__ = [
     "FLOW_KINDS",
@@ -701,14 +701,7 @@ def load_spec(path: str | os.PathLike) -> ModelSpec:
         raise UsageError(f"{file}: no such spec file") from None
     except OSError as exc:
         raise UsageError(f"{file}: cannot read spec file ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            [Problem(file=file, message=f"not UTF-8 text (line {line}); save it as UTF-8")]
-        ) from None
-    return parse_spec(text, file=file)
+    return parse_spec(decode_utf8(raw, file=file), file=file)
 
 
 def parse_spec(text: str, *, file: str = "<spec>") -> ModelSpec:

@@ -236,12 +236,24 @@ def read_utf8(path: str | Path, *, what: str = "file") -> str:
     except OSError as err:
         raise DataError([Problem(file=file, message=f"cannot read {what}: "
                                  f"{err.strerror or err}")]) from None
+    return decode_utf8(raw, file=file, prefix=f"cannot read {what}: ")
+
+
+def decode_utf8(raw: bytes, *, file: str, prefix: str = "") -> str:
+    """``raw`` decoded as UTF-8.
+
+    Raises
+    ------
+    DataError
+        ``{prefix}not UTF-8 text (line N); save it as UTF-8``, naming the line of the first
+        byte that is not UTF-8.
+    """
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
-        raise DataError([Problem(file=file, message=f"cannot read {what}: not UTF-8 text "
-                                 f"(line {line}); save it as UTF-8")]) from None
+        raise DataError([Problem(file=file, message=f"{prefix}not UTF-8 text (line {line}); "
+                                 "save it as UTF-8")]) from None
 
 
 def load_toml_model(path: str | Path, model: type[M]) -> M:

@@ -162,3 +162,20 @@ def test_a_run_that_cannot_be_moved_aside_is_refused_before_the_work(tmp_path):
                 check_replaceable_directory(run, marker="posterior.nc", overwrite=True)
         finally:
             run.chmod(0o755)
+
+
+def test_replacing_directory_swaps_in_a_complete_directory_or_nothing(tmp_path):
+    from lanternpk.io import replacing_directory
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), replacing_directory(run) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert sorted(p.name for p in run.iterdir()) == ["old.txt"]
+    with replacing_directory(run) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert sorted(p.name for p in run.iterdir()) == ["new.txt"]
