@@ -7,11 +7,13 @@ only for a bug in lanternpk itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from lanternpk import __version__
 from lanternpk.argtypes import (
@@ -273,10 +275,43 @@ def _escape_unencodable_output() -> None:
             pass
 
 
+class _EscapingStdout:
+    """stdout whose text has control characters as escapes, line breaks kept.
+
+    What a command prints holds the user's paths and labels (``wrote RUN_DIR``); a directory
+    name with an escape sequence would otherwise clear or rewrite the terminal's screen.
+    """
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text, keep=_LAYOUT))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _escaping_stdout() -> Iterator[None]:
+    """Route ``print`` through :class:`_EscapingStdout` for one command."""
+    stream = sys.stdout
+    sys.stdout = _EscapingStdout(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     warnings.filterwarnings("ignore", message=ARVIZ_REFACTOR_NOTICE, category=FutureWarning)
     _escape_unencodable_output()
+    with _escaping_stdout():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]

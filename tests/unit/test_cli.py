@@ -53,3 +53,16 @@ def test_a_label_stdout_cannot_encode_is_escaped_not_a_traceback(root, tmp_path)
                          capture_output=True, text=True, env=env, check=False, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "S\\xe91" in out.stdout
+
+
+def test_a_path_with_an_escape_sequence_is_printed_escaped(root, tmp_path, capsys):
+    """`simulate`'s success lines name the user's --out; an ESC in it reached the terminal raw."""
+    from lanternpk.cli import main
+
+    out = tmp_path / "study\x1b[2J"
+    assert main(["simulate", str(root / "data/truths/als_mouse.toml"), "--seed", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed
+    assert "study\\x1b[2J" in printed and "\n" in printed
+    assert (out / "observations.csv").is_file()  # the directory itself keeps its real name
