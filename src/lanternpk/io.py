@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
     ``target`` may be absent (it is created; the nearest existing ancestor must be a
     writable directory), an empty directory, or a directory holding ``marker`` (an earlier
     output of the same kind, replaced as a whole) when ``overwrite`` is true and, when
-    ``owned`` is given, nothing but the entries lanternpk writes there.
+    ``owned`` is given, nothing but the entries lanternpk writes there and what a killed
+    write of one of them left (:func:`is_interrupted_write`).
 
     Raises
     ------
@@ -187,7 +189,8 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
                 raise UsageError(f"refusing to replace {target}: it holds the input {path}")
         if entries and not os.access(target, os.W_OK | os.X_OK):  # moved aside to replace
             raise UsageError(f"cannot replace {target}: it is not a writable directory")
-        foreign = [name for name in entries if owned is not None and name not in owned]
+        foreign = [name for name in entries if owned is not None and name not in owned
+                   and not is_interrupted_write(target / name, owned)]
         if foreign:
             raise UsageError(f"refusing to replace {target}: besides an earlier lanternpk output "
                              f"it holds {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
@@ -195,6 +198,20 @@ def check_replaceable_directory(target: str | os.PathLike, *, marker: str, overw
                              "--out")
     check_writable(target.parent, what=f"write {target}")  # a file above it, named as given
     check_writable(resolved.parent, what=f"write {target}")  # where it is renamed into place
+
+
+def is_interrupted_write(entry: Path, owned: Iterable[str]) -> bool:
+    """Whether ``entry`` is what a killed lanternpk write of one of ``owned`` left behind.
+
+    A process killed outright (SIGKILL, power loss) cannot clean up: :func:`atomic_path`
+    leaves its temporary file ``.F.XXXXXXXX.tmp``, :func:`staging_directory` its directory
+    ``.D.XXXXXXXX`` and :func:`replace_directory` the earlier output moved aside,
+    ``.D.old.XXXXXXXX`` (``XXXXXXXX``: the eight characters :mod:`tempfile` draws).
+    """
+    if entry.is_symlink():
+        return False
+    shape = r"\.(?:old\.)?[a-z0-9_]{8}" if entry.is_dir() else r"\.[a-z0-9_]{8}\.tmp"
+    return any(re.fullmatch(rf"\.{re.escape(name)}{shape}", entry.name) for name in owned)
 
 
 def check_writable(directory: str | os.PathLike, *, what: str) -> None:

@@ -179,3 +179,32 @@ def test_replacing_directory_swaps_in_a_complete_directory_or_nothing(tmp_path):
         (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert sorted(p.name for p in run.iterdir()) == ["new.txt"]
+
+
+def test_what_a_killed_write_left_in_a_run_does_not_block_replacing_it(tmp_path):
+    """A SIGKILLed `ppc` left RUN/.ppc.XXXXXXXX; `fit --overwrite` then refused the run and
+    told the user to move lanternpk's own leftover away. A user's hidden file still counts."""
+    import tempfile
+
+    from lanternpk.errors import UsageError
+    from lanternpk.io import check_replaceable_directory, is_interrupted_write
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_text("old")
+    owned = frozenset({"posterior.nc", "ppc", "compare.json"})
+    leftovers = [Path(tempfile.mkdtemp(prefix=".ppc.", dir=run)),  # staging_directory
+                 Path(tempfile.mkdtemp(prefix=".ppc.old.", dir=run)),  # moved aside
+                 Path(tempfile.mkstemp(prefix=".compare.json.", suffix=".tmp", dir=run)[1])]
+    assert all(is_interrupted_write(path, owned) for path in leftovers)
+    check_replaceable_directory(run, marker="posterior.nc", overwrite=True, owned=owned)
+    (run / ".ppc.abcd1234.tmp").mkdir()  # a directory is never a temporary file
+    for name in (".ppc", ".ppc.notes", ".ppc.12345678.txt", ".notes.12345678",
+                 ".compare.json.12345678", ".ppc.abcd1234.tmp"):
+        if not (run / name).exists():
+            (run / name).write_text("mine")
+        assert not is_interrupted_write(run / name, owned), name
+    (run / ".ppc.zzzz9999").symlink_to(leftovers[0])  # the right name, but a link
+    assert not is_interrupted_write(run / ".ppc.zzzz9999", owned)
+    with pytest.raises(UsageError, match=r"it holds \.compare\.json\.12345678, \.notes"):
+        check_replaceable_directory(run, marker="posterior.nc", overwrite=True, owned=owned)
