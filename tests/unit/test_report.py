@@ -233,6 +233,21 @@ def test_refuses_a_directory_of_other_directories(tmp_path):
     check_report_directory(tmp_path)  # a report written by `lanternpk demo`
 
 
+def test_what_a_killed_demo_left_does_not_block_the_next_one(tmp_path):
+    """A demo killed outright (SIGKILL, a CI timeout) left reports/demo/.run.XXXXXXXX and
+    .index.html.XXXXXXXX.tmp; every later `lanternpk demo` refused the directory."""
+    import tempfile
+
+    from lanternpk.report.render import check_report_directory
+
+    tempfile.mkdtemp(prefix=".run.", dir=tmp_path)  # the fit's staging directory
+    tempfile.mkstemp(prefix=".index.html.", suffix=".tmp", dir=tmp_path)
+    check_report_directory(tmp_path)
+    (tmp_path / ".notes.abcd1234.tmp").write_text("not the temporary file of a report's")
+    with pytest.raises(UsageError, match=r"\(found \.notes\.abcd1234\.tmp\)"):
+        check_report_directory(tmp_path)
+
+
 def test_the_report_takes_the_data_from_the_run_not_from_the_data_file(run_dir, tmp_path):
     """DESIGN.md: reports are rendered from the saved posterior alone. Before, the data
     figure, counts and study name were dropped once the data file had moved."""

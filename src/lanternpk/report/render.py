@@ -36,7 +36,7 @@ from lanternpk.fit import (
     load_run,
     summary_from_run,
 )
-from lanternpk.io import check_writable, write_text_atomic
+from lanternpk.io import check_writable, is_interrupted_write, write_text_atomic
 from lanternpk.report import figures
 from lanternpk.run_records import MAX_LISTED, SbcSummaryRecord, record_problems
 from lanternpk.solver.closed_form import organ_cells
@@ -603,7 +603,9 @@ def check_report_directory(out: str | os.PathLike, names: Iterable[str] = REPORT
         ``out`` is a file, holds files other than ``names`` and :data:`REPORT_EXTRAS`, or
         a directory other than :data:`REPORT_RUN_DIR` (e.g. ``--out data`` of a checkout,
         whose study directories would have been written beside), or cannot be created or
-        written.
+        written. What a killed report or demo left there (a temporary file of one of these
+        files, the staging directory of the run) is not refused:
+        :func:`~lanternpk.io.is_interrupted_write`.
     """
     out = Path(out)
     ours = {*names, *REPORT_EXTRAS}
@@ -612,7 +614,8 @@ def check_report_directory(out: str | os.PathLike, names: Iterable[str] = REPORT
     if out.is_dir():
         foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                          if not ((p.name in ours and p.is_file())
-                                 or (p.name == REPORT_RUN_DIR and p.is_dir())))
+                                 or (p.name == REPORT_RUN_DIR and p.is_dir())
+                                 or is_interrupted_write(p, {*ours, REPORT_RUN_DIR})))
         if foreign:
             raise UsageError(f"refusing to write a report into {out}: it does not hold a "
                              f"lanternpk report (found {', '.join(foreign[:3])})")
