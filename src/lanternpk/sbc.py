@@ -68,7 +68,7 @@ from lanternpk.argtypes import (
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
-from lanternpk.io import atomic_path, json_text, write_text_atomic
+from lanternpk.io import atomic_path, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.spec import ModelSpec, load_spec
 from lanternpk.tomlfile import (
     KeyedProblems,
@@ -607,7 +607,8 @@ def check_campaign_directory(out: Path) -> None:
         raise UsageError(f"refusing to write an SBC campaign into {out}: it is a file, not a "
                          "directory")
     if out.is_dir() and not (out / RUN_FILE).is_file():
-        entries = sorted(p.name for p in out.iterdir())
+        entries = sorted(p.name for p in out.iterdir()
+                         if not is_interrupted_write(p, {RUN_FILE}))  # a killed first write
         if entries:
             raise UsageError(f"refusing to write an SBC campaign into {out}: it is not empty "
                              f"and holds no {RUN_FILE} (holds {', '.join(entries[:3])}"

@@ -347,6 +347,21 @@ def test_a_directory_that_is_not_a_campaign_is_refused(tmp_path, root, capsys):
     assert (tmp_path / "ranks.csv").read_text() == "mine"
 
 
+def test_what_a_killed_first_write_left_is_not_a_users_file(tmp_path):
+    """A campaign killed while writing sbc_run.json left .sbc_run.json.XXXXXXXX.tmp, and
+    every later `sbc --out` of the directory was refused as not empty."""
+    import tempfile
+
+    from lanternpk.errors import UsageError
+    from lanternpk.sbc import check_campaign_directory
+
+    tempfile.mkstemp(prefix=".sbc_run.json.", suffix=".tmp", dir=tmp_path)
+    check_campaign_directory(tmp_path)
+    (tmp_path / ".ranks.csv.abcd1234.tmp").write_text("not the campaign record's")
+    with pytest.raises(UsageError, match=r"holds no sbc_run\.json \(holds \.ranks\.csv"):
+        check_campaign_directory(tmp_path)
+
+
 @pytest.mark.parametrize("address", ["tcp://a:b:c", "nonsense://host:8786", "localhost",
                                      "tcp://127.0.0.1:port"])
 def test_a_malformed_scheduler_address_is_a_usage_error(root, capsys, address):
