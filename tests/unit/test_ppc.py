@@ -298,25 +298,39 @@ def test_plot_vpc_returns_a_figure_and_two_rows_of_axes_per_cell_type():
         plot_vpc(obs, flux_draws, flux_draws < 150.0, region="femur", modality="in_vivo")
 
 
-@pytest.mark.parametrize("flags", [[], ["--quiet"]])
-def test_the_ppc_command_reports_its_draws_progress(monkeypatch, tmp_path, flags):
+@pytest.mark.parametrize(("flags", "shown"), [([], True), (["--quiet"], False)])
+def test_the_ppc_command_reports_its_draws_progress(monkeypatch, tmp_path, flags, shown):
     """DESIGN.md: a progress bar for long work. The command hands run_ppc a callback over the
-    simulated draws (drawn as a bar only when stderr is a terminal)."""
+    simulated draws, drawn as a bar on a terminal's stderr unless --quiet."""
+    import rich.console
+    import rich.progress
+
     import lanternpk.ppc as ppc
     from lanternpk.cli import main
     from lanternpk.errors import EXIT_USAGE, UsageError
 
-    calls = []
+    bars, updates = [], []
+
+    class RecordingProgress(rich.progress.Progress):
+        def __init__(self, *columns, **kwargs):
+            super().__init__(*columns, **kwargs)
+            bars.append(self)
+
+        def update(self, task_id, **fields):
+            updates.append((fields["completed"], fields["total"]))
+            super().update(task_id, **fields)
 
     def fake_run_ppc(run_dir, **kwargs):
         kwargs["progress"](500, 1000)
         kwargs["progress"](1000, 1000)
-        calls.append(kwargs)
         raise UsageError("stop here")
 
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    monkeypatch.setattr(rich.progress, "Progress", RecordingProgress)
     monkeypatch.setattr(ppc, "run_ppc", fake_run_ppc)
     assert main(["ppc", str(tmp_path), *flags]) == EXIT_USAGE
-    assert len(calls) == 1
+    assert len(bars) == 1 and bars[0].disable is not shown
+    assert updates == [(500, 1000), (1000, 1000)]
 
 
 def test_a_ppc_file_in_the_way_is_refused_before_simulating(tmp_path, capsys):
