@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import arviz as az
+import numpy as np
 import pytest
 
 from lanternpk.cli import main
@@ -68,8 +70,9 @@ def test_summarize_refuses_other_spec_or_data(root, tiny_run, capsys):
     assert "shared_homing.toml: does not match the run" in err
     other_data = root / "data/heart_rabbit/observations.csv"
     rc = main(["summarize", str(out), "--data", str(other_data)])
-    assert rc == EXIT_INVALID
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == EXIT_INVALID and "Traceback" not in err
+    assert f"{other_data}: does not match the run in {out}" in err
 
 
 def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys):
@@ -95,6 +98,11 @@ def test_explicit_blood_spec_fits_and_summarizes(root, tmp_path, capsys):
     assert main(["summarize", str(out), "--json"]) == rc
     summary = json.loads(capsys.readouterr().out)
     assert {e["name"] for e in summary["estimands"]} >= {"homing_fraction", "half_life_d"}
+    idata = az.from_netcdf(out / "posterior.nc")
+    for group in (idata.posterior, idata.prior):  # the prior: to judge what data informed
+        efflux = group["blood_efflux"].values
+        assert efflux.shape[:2] == group["chain"].shape + group["draw"].shape
+        assert np.all(np.isfinite(efflux) & (efflux > 0))
 
 
 def test_estimated_backgrounds_reach_the_detection_times(fit_bundled, root, tmp_path, capsys):
