@@ -1,7 +1,8 @@
 """Command-line shell: parse arguments, call the library, turn user errors into exit codes.
 
-Every command prints a one-line reason and exits non-zero on failure; a traceback appears
-only for a bug in lanternpk itself.
+Every command prints its reasons for failing, one line per problem, and exits non-zero
+(:mod:`lanternpk.errors`; 2 also when interrupted); a traceback appears only for a bug in
+lanternpk itself.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A user error is printed as one line per problem (the same problem in many rows folded into a
 count), never as a traceback. Exit status 1 means
 the data (or a spec) is invalid, 2 means the command was used wrongly (missing file, bad flag,
-an output location that cannot be written or would destroy other files).
+an output location that cannot be written or would destroy other files) or was interrupted.
 """
 
 from __future__ import annotations

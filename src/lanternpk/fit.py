@@ -1,9 +1,11 @@
 """`lanternpk fit`: validate, build, sample, check, summarise, and write a run directory.
 
-A run directory holds ``posterior.nc`` (ArviZ NetCDF: posterior, sample_stats, prior; its
-attributes carry the provenance and the design record), ``provenance.json``,
-``diagnostics.json`` and ``summary.json`` (the DESIGN.md contract). It is written to a
-temporary directory beside the target and renamed into place only when complete.
+A run directory holds ``posterior.nc`` (ArviZ NetCDF: posterior, sample_stats, prior,
+observed and constant data; its attributes carry the provenance, the design record, the
+diagnostics and the canonical observations), ``provenance.json``, ``diagnostics.json``,
+``summary.json`` (the DESIGN.md contract) and, when a convergence check failed,
+``DIAGNOSTICS_FAILED`` (ARCHITECTURE.md, "Run directory"). It is written to a temporary
+directory beside the target and renamed into place only when complete.
 """
 
 from __future__ import annotations

@@ -279,7 +279,8 @@ def sample_numpyro(model: pm.Model, settings: SamplerSettings, *, progressbar: b
     """numpyro NUTS on PyMC's JAX log density, returning what ``pm.sample`` would.
 
     Same log density, jitter, NUTS settings and output as ``pm.sample(nuts_sampler=
-    "numpyro")``, with less overhead (measured, ALS study, 2 cores; bench/results/fit.md):
+    "numpyro")``, with less overhead (measured, ALS study, 2 cores; ARCHITECTURE.md, "Sampler
+    choice"):
     ``pm.sample`` assigns PyMC step methods first (symbolic gradients, ~7 s) and checks the
     jittered starting points op by op (~10 s); and numpyro here moves one flat parameter
     vector instead of PyMC's list of 16 arrays, which makes a leapfrog step 54 → 32 µs.

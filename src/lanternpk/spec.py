@@ -15,7 +15,8 @@ Schema
     name = "muse_vs_msc"
     description = "..."                # optional
     cell_types = ["muse", "msc"]       # labels used in the data's cell_type column; contrasts
-                                       # are ratios of the first over the second listed
+                                       # are Muse/MSC when both are listed, else the first
+                                       # over the second (estimands.contrast_pair)
     blood = "fast"                     # "fast": blood outflow is an instantaneous split;
                                        # "explicit": blood compartment with a finite efflux rate
     filter = "lung"                    # the one organ that releases live cells back to blood

@@ -2,7 +2,8 @@
 
 :func:`load_run_report` gathers everything a report shows from one run directory (the saved
 posterior and its attributes, the run's ``ppc/`` and ``compare.json`` when present, and the
-data file named in the provenance when it is still readable and unchanged).
+observations from the copy saved in ``posterior.nc``; a run written before runs kept that copy
+falls back to the data file named in its provenance when still readable and unchanged).
 :func:`render_report` draws the figures, fills the jinja2 templates (autoescape on) and writes
 each of the three files atomically (temporary file, then rename).
 A figure that fails to render fails the report with a :class:`FigureError` naming it.
