@@ -1,4 +1,10 @@
-"""Convergence checks on synthetic draws with a known answer (deterministic, fixed seeds)."""
+"""Convergence checks on synthetic draws with a known answer (deterministic, fixed seeds).
+
+Failure budget on fresh seeds: for 4 × 1000 independent normal draws, rank-normalised split
+R-hat had sd 0.00053 and maximum 1.0031, and bulk/tail ESS minimum 3105, over 2000 seeds
+(2026-12-06); the bounds 0.99 < R-hat < 1.01 and ESS ≥ 400 are > 18 sds away (< 1e-9).
+The failing cases (drift, a stuck chain, divergences) are far from their thresholds.
+"""
 
 from __future__ import annotations
 
