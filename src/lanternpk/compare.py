@@ -100,6 +100,7 @@ from lanternpk.compare_stats import (
     psis_loao,
     psis_loo,
     relative_efficiency,
+    require_psis_draws,
 )
 from lanternpk.errors import EXIT_OK, UsageError
 
@@ -465,25 +466,6 @@ def _open_run(run_dir: Path):
     return _Run(run_dir, idata, provenance, spec_path, data_path, spec, obs, data)
 
 
-def _check_draw_count(run: _Run) -> None:
-    """Refuse a run that holds fewer posterior draws than PSIS needs.
-
-    ``--draws`` is checked against :data:`MIN_PSIS_DRAWS` before any run is opened; this
-    checks what the run itself holds (all chains together), which is what is scored when
-    ``--draws`` is not given or exceeds it.
-
-    Raises
-    ------
-    UsageError
-        The run holds fewer than :data:`MIN_PSIS_DRAWS` draws.
-    """
-    chains, per_chain = (int(run.idata.posterior.sizes.get(d, 0)) for d in ("chain", "draw"))
-    if chains * per_chain < MIN_PSIS_DRAWS:
-        raise UsageError(f"{run.run_dir} holds {chains * per_chain} posterior draws (chains × "
-                         f"draws = {chains} × {per_chain}); compare needs at least "
-                         f"{MIN_PSIS_DRAWS} for PSIS; fit it again with more draws")
-
-
 def _refit_settings(run: _Run, refit_draws: int | None):
     """The sampler settings of a run's refits: its provenance ``sampler`` record.
 
@@ -665,7 +647,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
         require_run(r, writable=write and i == 0)  # the scores go into the first run
     runs = [_open_run(r) for r in run_dirs]
     for run in runs:
-        _check_draw_count(run)
+        require_psis_draws(run.idata.posterior, run.run_dir, user="compare")
     first = runs[0].provenance
     for run in runs[1:]:
         if run.provenance["data_sha256"] != first["data_sha256"]:

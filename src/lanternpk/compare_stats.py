@@ -1,16 +1,21 @@
 """Pure statistics of `lanternpk compare`: PSIS-LOO, leave-one-group-out, paired elpd differences.
 
-No I/O and no model: arrays in, scores out (nats; higher is better). The methods and their
+No I/O and no model: arrays in, scores out (nats; higher is better); and the one check of
+what they need, :func:`require_psis_draws`. The methods and their
 references are described in :mod:`lanternpk.compare`, which uses these functions.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lanternpk.errors import UsageError
 
 #: Pareto k above which a PSIS estimate is unreliable.
 PARETO_K_BAD = 0.7
@@ -18,6 +23,31 @@ PARETO_K_BAD = 0.7
 #: ceil(min(S/5, 3√(S/r_eff))) weights, and ArviZ fits no tail of 4 or fewer (k = inf for
 #: every unit): S/5 > 4 from 21 draws.
 MIN_PSIS_DRAWS = 21
+
+
+def require_psis_draws(posterior: Any, run_dir: str | os.PathLike, *, user: str) -> None:
+    """Refuse a run that holds fewer posterior draws (all chains) than PSIS needs.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        The run's posterior group (sizes ``chain`` and ``draw``).
+    run_dir : path
+        The run, named in the error.
+    user : str
+        What needs the draws (``"compare"``, ``"LOO-PIT"``), named in the error.
+
+    Raises
+    ------
+    UsageError
+        Fewer than :data:`MIN_PSIS_DRAWS` draws.
+    """
+    chains, per_chain = (int(posterior.sizes.get(d, 0)) for d in ("chain", "draw"))
+    if chains * per_chain < MIN_PSIS_DRAWS:
+        raise UsageError(f"{run_dir} holds {chains * per_chain} posterior draws (chains × "
+                         f"draws = {chains} × {per_chain}); {user} needs at least "
+                         f"{MIN_PSIS_DRAWS} for Pareto smoothing; fit it again with more "
+                         "draws")
 
 
 def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import existing_file, positive_int, random_seed
-from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency
+from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency, require_psis_draws
 from lanternpk.errors import EXIT_OK, UsageError
 
 PPC_DIR = "ppc"
@@ -484,10 +484,8 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     spec = load_spec(spec_path)
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))
-    held = int(idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"])
-    if held < MIN_PSIS_DRAWS:  # what is simulated when --draws is not given or exceeds it
-        raise UsageError(f"{run_dir} holds {held} posterior draws; LOO-PIT's Pareto smoothing "
-                         f"needs at least {MIN_PSIS_DRAWS}; fit it again with more draws")
+    # what is simulated when --draws is not given or exceeds it
+    require_psis_draws(idata.posterior, run_dir, user="LOO-PIT")
 
     if log is not None:
         log(f"simulating the posterior predictive of {run_dir} ...")

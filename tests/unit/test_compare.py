@@ -309,7 +309,7 @@ def test_compare_refuses_a_run_with_too_few_draws(monkeypatch, tmp_path, capsys,
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE and "Traceback" not in err
     assert (f"{small} holds {chains * draws} posterior draws (chains × draws = {chains} × "
-            f"{draws}); compare needs at least 21") in err
+            f"{draws}); compare needs at least 21 for Pareto smoothing") in err
 
 
 def test_refit_settings_read_only_the_sampler_fields(tmp_path):

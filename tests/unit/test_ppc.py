@@ -533,5 +533,5 @@ def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path,
     monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
     monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
     assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
-    assert (f"{tmp_path} holds 20 posterior draws; LOO-PIT's Pareto smoothing needs at least "
-            "21") in capsys.readouterr().err
+    assert (f"{tmp_path} holds 20 posterior draws (chains × draws = 2 × 10); LOO-PIT needs "
+            "at least 21 for Pareto smoothing") in capsys.readouterr().err
