@@ -298,7 +298,10 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities; both ``None`` where the ratio is undefined, e.g. without prior
-    draws). Contrasts (:func:`contrast_pair`): Muse over MSC for homing fractions and
+    draws). ``time_to_undetectable_d`` records carry ``p_beyond_grid``: the fraction of
+    draws still detectable on the last day of :data:`DETECTION_GRID_D` (infinite draws),
+    which make the mean null and every quantile above ``1 − p_beyond_grid`` null.
+    Contrasts (:func:`contrast_pair`): Muse over MSC for homing fractions and
     half-lives, with P(ratio > 1) (``None`` for a ratio the model fixes at 1), and the same
     two fields (the prior's ratio of the two estimands' prior draws as reference); a ratio
     is also marked barely informed when its numerator or denominator is, since it then
@@ -311,10 +314,13 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
         name, ct, region, time_d, modality = key
         on_grid = name == "time_to_undetectable_d"
         ratio = _width_ratio(draws, pri.get(key), log=not on_grid, on_grid=on_grid)
-        estimands.append({"name": name, "cell_type": ct, "region": region, "time_d": time_d,
-                          "modality": modality, **_quantiles(draws, on_grid=on_grid),
-                          "posterior_prior_width_ratio": _num(ratio),
-                          "barely_informed": _barely(ratio)})
+        record = {"name": name, "cell_type": ct, "region": region, "time_d": time_d,
+                  "modality": modality, **_quantiles(draws, on_grid=on_grid),
+                  "posterior_prior_width_ratio": _num(ratio),
+                  "barely_informed": _barely(ratio)}
+        if on_grid:  # says why the mean, and quantiles above 1 − this, are null
+            record["p_beyond_grid"] = float(np.mean(np.isposinf(draws)))
+        estimands.append(record)
     barely = {(e["name"], e["cell_type"], e["region"], e["time_d"], e["modality"]):
               e["barely_informed"] for e in estimands}
     contrasts = []

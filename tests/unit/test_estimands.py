@@ -178,3 +178,21 @@ def test_contrasts_are_muse_over_msc_whatever_the_specs_order():
     _, others = summarize_estimands(group.assign_coords(cell_type=["b", "a"]), None,
                                     _design(["b", "a"]))
     assert {(c["numerator"], c["denominator"]) for c in others} == {("b", "a")}
+
+
+def test_detection_times_beyond_the_grid_say_why_their_statistics_are_null():
+    """A background at or above the LOD keeps the expected flux above it for ever: every
+    draw is beyond the grid and each statistic null; `p_beyond_grid` says why."""
+    group = _group({"muse": [0.70, 0.03]}, {"muse": [0.35, 0.03]}, {"muse": 1.0})
+    group["loss"] = group["loss"] * np.linspace(0.5, 2.0, 20)[None, :, None, None]
+    design = _design(["muse"])
+    (seen,) = [e for e in summarize_estimands(group, None, design)[0]
+               if e["name"] == "time_to_undetectable_d"]
+    assert seen["p_beyond_grid"] == 0.0 and seen["mean"] is not None
+    design["detection"][0]["background"] = 2e4  # above the LOD of 1e4
+    estimands, _ = summarize_estimands(group, None, design)
+    (never,) = [e for e in estimands if e["name"] == "time_to_undetectable_d"]
+    assert never["p_beyond_grid"] == 1.0
+    assert all(never[k] is None for k in ("mean", "median", "q05", "q95"))
+    assert all("p_beyond_grid" not in e for e in estimands
+               if e["name"] != "time_to_undetectable_d")
