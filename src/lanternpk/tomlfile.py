@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import TypeVar
@@ -210,8 +211,8 @@ def parse_toml(text: str, *, file: str, what: str = "not valid TOML") -> dict:
     Raises
     ------
     DataError
-        A syntax error (``"{what}: …"`` with TOML's line and column), or tables or arrays
-        nested too deeply to parse.
+        A syntax error (``"{what}: …"`` with TOML's line and column), tables or arrays
+        nested too deeply to parse, or an integer too long for Python to convert.
     """
     try:
         return tomllib.loads(text.removeprefix("\ufeff"))
@@ -219,6 +220,12 @@ def parse_toml(text: str, *, file: str, what: str = "not valid TOML") -> dict:
         raise DataError([Problem(file=file, message=f"{what}: {err}")]) from None
     except RecursionError:
         raise DataError([Problem(file=file, message=f"{what}: nested too deeply")]) from None
+    except ValueError:  # Python refuses to convert an integer of thousands of digits
+        limit = sys.get_int_max_str_digits()
+        huge = re.search(rf"[0-9][0-9_]{{{limit},}}", text)
+        line = None if huge is None else text.count("\n", 0, huge.start()) + 1
+        raise DataError([Problem(file=file, line=line, message=f"{what}: a number of more "
+                                 f"than {limit} digits")]) from None
 
 
 def read_utf8(path: str | Path, *, what: str = "file") -> str:

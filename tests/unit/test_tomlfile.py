@@ -94,6 +94,19 @@ def test_toml_nested_too_deeply_is_a_problem_not_a_recursion_error(tmp_path, loa
         " TOML file: nested too deeply"), problem.message
 
 
+@pytest.mark.parametrize("loader", [load_spec, load_truth, load_mapping])
+def test_an_integer_too_long_to_convert_is_a_problem_on_its_line(tmp_path, loader):
+    """An integer of 5000 digits: Python's int() refuses it, and the ValueError escaped as a
+    traceback."""
+    path = tmp_path / "huge.toml"
+    path.write_text('name = "x"\n\nsigma = ' + "9" * 5000 + "\n")
+    with pytest.raises(DataError) as info:
+        loader(path)
+    (problem,) = info.value.problems
+    assert problem.file == str(path) and problem.line == 3
+    assert problem.message.endswith(": a number of more than 4300 digits"), problem.message
+
+
 def _load_design(path):
     from lanternpk.sbc import load_design
 
