@@ -213,6 +213,26 @@ def test_a_failing_figure_fails_the_report_and_keeps_the_old_one(run, tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
 
 
+def test_non_finite_draws_are_gaps_in_the_engraftment_figure_not_a_failed_report(
+        run, run_dir, tmp_path):
+    """Infinite release draws (a fit gone wrong, which the convergence checks name): every
+    band was NaN, the log-scaled panels had no data limits, and the report failed with
+    'Data cannot be log-scaled because all values are <= 0'."""
+    import arviz as az
+    import numpy as np
+
+    from lanternpk.report.render import engraftment_quantiles
+
+    posterior = az.from_netcdf(run_dir / "posterior.nc").posterior
+    posterior["release"] = posterior["release"] * np.inf
+    quantiles = engraftment_quantiles(posterior, run.design)  # no RuntimeWarning either
+    lung = run.design["filter_index"]  # emptied at once: 0; every other organ: NaN
+    assert np.all(quantiles[..., lung] == 0)
+    assert np.isnan(np.delete(quantiles, lung, axis=-1)).all()
+    out = render_report([dataclasses.replace(run, engraftment=quantiles)], out=tmp_path / "r")
+    assert len(_pngs((out / "index.html").read_text(encoding="utf-8"))) >= 3
+
+
 def test_refuses_to_replace_a_directory_that_is_not_a_report(run, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match=r"not hold a lanternpk report \(found notes\.txt\)"):

@@ -114,7 +114,8 @@ def engraftment_bands(days: np.ndarray, quantiles: np.ndarray, *, cell_types: Se
     days : ndarray, shape (n_times,)
         Time since injection, days (> 0).
     quantiles : ndarray, shape (3, n_cell_types, n_times, n_organs)
-        5%, 50% and 95% posterior quantiles of live cells / dose.
+        5%, 50% and 95% posterior quantiles of live cells / dose; NaN (from a non-finite
+        draw) is drawn as a gap.
     cell_types, organs : sequence of str
         Labels of the second and last axes of ``quantiles``.
     floor : float
@@ -137,6 +138,9 @@ def engraftment_bands(days: np.ndarray, quantiles: np.ndarray, *, cell_types: Se
             ax.plot(days, clipped[1, c, :, j], color=col, lw=1.8, label=plain(cell_label(ct)))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # fixed limits: a panel whose bands are all gaps (non-finite draws) has no data
+        # limits to scale to
+        ax.set_xlim(days.min(), days.max())
         ax.set_ylim(floor, 1.0)
         ax.set_title(plain(organ), fontsize=11)
         ax.set_xlabel("days since injection")

@@ -158,6 +158,7 @@ def engraftment_quantiles(posterior, design: dict,
     Returns
     -------
     ndarray, shape (3, n_cell_types, n_times, n_organs)
+        NaN where a non-finite draw (which the convergence checks name) enters.
     """
     def draws(name: str) -> np.ndarray:
         values = posterior[name].values
@@ -167,10 +168,11 @@ def engraftment_quantiles(posterior, design: dict,
     efflux = None
     if design["explicit_blood"]:
         efflux = np.broadcast_to(draws("blood_efflux")[:, None], release.shape)
-    cells = organ_cells(draws("first_pass"), release, draws("loss"),
-                        np.broadcast_to(days, (*release.shape, days.size)),
-                        filter_index=design["filter_index"], n_organs=len(design["organs"]),
-                        blood_efflux=efflux)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # non-finite draws
+        cells = organ_cells(draws("first_pass"), release, draws("loss"),
+                            np.broadcast_to(days, (*release.shape, days.size)),
+                            filter_index=design["filter_index"],
+                            n_organs=len(design["organs"]), blood_efflux=efflux)
     return np.quantile(cells, [0.05, 0.5, 0.95], axis=0)
 
 
