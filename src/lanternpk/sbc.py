@@ -98,7 +98,7 @@ POPULATION = ("first_pass", "release", "loss", "photons_per_cell", "transmission
 # --- design -----------------------------------------------------------------------------------
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Detection(_Strict):

@@ -285,6 +285,22 @@ def test_every_population_parameter_and_estimand_is_ranked(root):
 
 
 @pytest.mark.parametrize(("find", "replace", "key"), [
+    ("background_cv = 0.3", "background_cv = true", "detection.background_cv"),
+    ("background_cv = 0.3", 'background_cv = "0.3"', "detection.background_cv"),
+    ("lung = 1.0e3", 'lung = "1e3"', "detection.background_ex_vivo.lung")])
+def test_a_design_value_of_the_wrong_type_is_refused_not_converted(tmp_path, root, find,
+                                                                   replace, key):
+    """Before: `true` was read as 1.0 and the text "0.3" as 0.3 (every other file refuses)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text((root / "data/designs/sbc_small.toml").read_text().replace(find, replace))
+    with pytest.raises(DataError) as info:
+        load_design(bad)
+    [problem] = info.value.problems
+    assert problem.key == key and problem.line is not None
+    assert problem.message.startswith("must be a number"), problem.message
+
+
+@pytest.mark.parametrize(("find", "replace", "key"), [
     ("lung = 1.0e3", "lung = nan", "detection.background_ex_vivo.lung"),
     ("background_cv = 0.3", "background_cv = inf", "detection.background_cv")])
 def test_a_design_with_a_non_finite_detection_value_is_refused(tmp_path, root, find, replace,
