@@ -62,22 +62,23 @@ Schema
 
 Distributions (every one carries non-empty ``units`` and ``source``):
 
-``lognormal(median > 0, 0 < sigma ≤ 10)``
+``lognormal(median > 0, 1e-100 ≤ sigma ≤ 10)``
     ``log X ~ Normal(log median, sigma)``.
-``logratio_normal(0 < median < 1, 0 < sigma ≤ 10)``
+``logratio_normal(0 < median < 1, 1e-100 ≤ sigma ≤ 10)``
     first-pass fractions only: ``log(f_j / f_other) ~ Normal(log(median_j / m_other), sigma)``
     where ``m_other = 1 - sum_j median_j`` (per cell type) is the median of the remainder
     that goes neither to a modelled organ (liver, spleen, death in blood). The medians of a
     cell type must sum to < 1. ``median_j / m_other`` is the exact prior median of the ratio;
     the median of ``f_j`` itself is close to ``median_j`` when the sigmas are moderate.
-``halfnormal(0 < sigma ≤ 10)``
+``halfnormal(1e-100 ≤ sigma ≤ 10)``
     standard deviations (random effects, image gain, residual), all of log quantities.
-``normal(mu, sigma > 0)``
+``normal(mu, sigma ≥ 1e-100)``
     parsed for completeness; no slot of the current model accepts it, since every model
     parameter is positive or a fraction.
 
 A sigma above 10 on a log scale (a 90% prior range of a factor 1.4e7 either way) is refused:
-exponentiated prior draws would overflow or underflow float64.
+exponentiated prior draws would overflow or underflow float64. So is one below 1e-100: the
+sampler's arithmetic would underflow.
 
 Which distributions each slot accepts: first_pass ``logratio_normal``; release, loss,
 blood_efflux, photons_per_cell and transmissions ``lognormal``; random effects, image_gain_sd
@@ -177,8 +178,12 @@ Number = StrictFloat
 #: Largest prior sigma on a log scale: 10 already gives a 90% prior range of a factor 1.4e7
 #: either way; beyond it, exponentiated prior draws overflow or underflow float64.
 MAX_LOG_SIGMA = 10.0
+#: Smallest prior sigma: a subnormal one (1e-320) is flushed to zero by XLA's CPU code and its
+#: square underflows below ~1e-154, so the log density is NaN; 1e-100 fixes a quantity to 100
+#: digits already.
+MIN_SIGMA = 1e-100
 #: A prior's sigma where the quantity is on a log scale (all of this model's priors).
-LogSigma = Annotated[StrictFloat, Field(gt=0, le=MAX_LOG_SIGMA)]
+LogSigma = Annotated[StrictFloat, Field(ge=MIN_SIGMA, le=MAX_LOG_SIGMA)]
 #: Range of a prior median on a log scale, in its units: with |log median| ≤ 230 and sigma
 #: ≤ MAX_LOG_SIGMA a prior draw overflows or underflows float64 (e^±709) only beyond 47 sds.
 MIN_MEDIAN, MAX_MEDIAN = 1e-100, 1e100
@@ -275,7 +280,7 @@ class Normal(BaseModel):
 
     dist: Literal["normal"]
     mu: Number
-    sigma: Number = Field(gt=0)
+    sigma: Number = Field(ge=MIN_SIGMA)
     units: Text
     source: Text
 
@@ -791,6 +796,10 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
             if kind == "less_than_equal" and loc[-1] == "sigma":
                 message += (" (the sd of a log: 10 is already a 90% prior range of a factor "
                             "1.4e7 either way, and prior draws beyond it overflow)")
+            elif kind == "greater_than_equal" and loc[-1] == "sigma":
+                message = (f"must be at least {MIN_SIGMA:g} (a standard deviation is "
+                           "positive, and a smaller one underflows in the sampler's "
+                           "arithmetic: a NaN log density)")
         if isinstance(value, dict | list | tuple) or kind == "missing":
             value = None
         problems.append(Problem(file=file, key=path or None, value=value, message=message))

@@ -256,7 +256,14 @@ BAD_SPECS: dict[str, list[str]] = {
         "the 'other' remainder (liver, spleen, death in blood) is positive"
     ],
     "negative_sigma.toml": [
-        "line 59, key 'priors.release.lung.muse.sigma', value -1: must be greater than 0"
+        "line 59, key 'priors.release.lung.muse.sigma', value -1: must be at least 1e-100 "
+        "(a standard deviation is positive, and a smaller one underflows in the sampler's "
+        "arithmetic: a NaN log density)"
+    ],
+    "subnormal_sigma.toml": [
+        "line 59, key 'priors.release.lung.muse.sigma', value 1e-320: must be at least "
+        "1e-100 (a standard deviation is positive, and a smaller one underflows in the "
+        "sampler's arithmetic: a NaN log density)"
     ],
     "huge_sigma.toml": [
         "line 59, key 'priors.release.lung.muse.sigma', value 1e+300: must be less than or "
