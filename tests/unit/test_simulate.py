@@ -193,6 +193,16 @@ def test_animal_ids_of_similar_cell_types_do_not_collide(root, tmp_path):
     assert animals["animal"].is_unique and "m001" in set(animals["animal"])
 
 
+def test_a_first_pass_fraction_of_zero_stays_zero_without_a_warning(root, tmp_path):
+    """MSCs that never reach the cord: a RuntimeWarning (divide by zero in log) was printed
+    before the study, which was right."""
+    truth = load_truth(_edited_truth(root, tmp_path, ("spinal_cord = 2.0e-5", "spinal_cord = 0.0")))
+    animals = simulate_study(truth, seed=1).animals  # warnings are errors in the tests
+    msc = animals[animals["cell_type"] == "msc"]
+    assert len(msc) and (msc["first_pass_spinal_cord"] == 0.0).all()
+    assert (animals.loc[animals["cell_type"] == "muse", "first_pass_spinal_cord"] > 0).all()
+
+
 def test_simulated_numbers_that_are_not_finite_are_not_written(root, tmp_path, capsys):
     text = (root / "data/truths/als_mouse.toml").read_text()
     truth = tmp_path / "truth.toml"

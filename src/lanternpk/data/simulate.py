@@ -316,9 +316,11 @@ def _animal_parameters(truth: Truth, rng: np.random.Generator) -> pd.DataFrame:
         ids = iter(animal_ids(truth.design, ct_name))
         for group in truth.design.sacrifice:
             for _ in range(group.animals):
-                log_ratio = np.log(f / (1.0 - f.sum())) + var.first_pass_sd * rng.standard_normal(
-                    f.size
-                )
+                # a first-pass fraction of 0 (the cell type never homes there) is 0 in every
+                # animal: log 0 = −inf, exp(−inf) = 0
+                with np.errstate(divide="ignore"):
+                    log_ratio = np.log(f / (1.0 - f.sum()))
+                log_ratio = log_ratio + var.first_pass_sd * rng.standard_normal(f.size)
                 expo = np.exp(log_ratio)
                 row = {
                     "animal": next(ids),
