@@ -249,6 +249,9 @@ def test_image_without_background_roi(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "column", "value"), [
     ("7.800E+02,1.830E+03,1.000E+00", "7.800E+02,1.830E+03,0", "Area [cm²]", "0"),
     ("IMG0001,BKG 1,Overlay,1.508E+04", "IMG0001,BKG 1,Overlay,n/a", "Total Flux [p/s]", "n/a"),
+    # fullwidth digits, which Python's \d and float() read as 15080
+    ("IMG0001,BKG 1,Overlay,1.508E+04", "IMG0001,BKG 1,Overlay,１５０８０", "Total Flux [p/s]",
+     "１５０８０"),
 ])
 def test_an_invalid_background_row_is_one_problem_not_also_a_missing_one(
         tmp_path: Path, old: str, new: str, column: str, value: str) -> None:

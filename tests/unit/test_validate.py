@@ -136,6 +136,15 @@ def test_non_numeric_text_in_a_number_column(raw):
                             "not a number; expected a finite number ≥ 0 (photons/s)")
 
 
+@pytest.mark.parametrize("digits", ["５", "٥", "1٥0"])
+def test_digits_that_are_not_ascii_are_not_a_number(raw, digits):
+    """Python's float() reads fullwidth and Arabic-Indic digits: '５' was taken as 5."""
+    raw.loc[3, "flux"] = digits
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (3, "flux", digits)
+    assert problem.message.startswith("not a number (write it with the ASCII digits 0-9)")
+
+
 def test_decimal_comma_is_explained(raw):
     raw.loc[3, "flux"] = "1,5"
     problem = only(problems_of(raw))

@@ -318,7 +318,7 @@ _DISPLAY = {
 _RULE_COLUMNS = ("radiance", "radiance_sd", "area")
 _DELIMITERS = (",", ";", "\t")
 _HEADER_SEARCH_LINES = 50
-_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?", re.ASCII)  # not '５'/'٥'
 
 
 @dataclass(frozen=True)

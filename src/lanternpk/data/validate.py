@@ -368,6 +368,8 @@ def _number(value: object) -> tuple[float, str | None]:
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value), None
     text = str(value).strip()
+    if not text.isascii():  # Python's float() reads '５' (fullwidth) and '٥' (Arabic) as 5
+        return math.nan, "not a number (write it with the ASCII digits 0-9)"
     try:
         if "_" in text:
             raise ValueError(text)
