@@ -346,9 +346,11 @@ def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
         load_run_report(copy)
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", "[null]", '{"groups": 5}', "42"])
+@pytest.mark.parametrize("content", ["[1, 2]", "[null]", '{"groups": 5}', "42",
+                                     '[{"a": 1}]'])
 def test_a_coverage_file_of_the_wrong_shape_is_a_usage_error(run_dir, tmp_path, content):
-    """Valid JSON that is not a list of records raised AttributeError/TypeError."""
+    """Valid JSON that is not a list of records raised AttributeError/TypeError; records
+    without the coverage keys were shown as a table of dashes."""
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)
     (copy / "ppc").mkdir()

@@ -125,9 +125,11 @@ def load_run_report(run_dir: str | os.PathLike) -> RunReport:
     ppc_dir = run_dir / "ppc"
     coverage = _read_json(ppc_dir / "coverage.json")
     if coverage is not None and not (isinstance(coverage, list)
-                                     and all(isinstance(r, dict) for r in coverage)):
+                                     and all(isinstance(r, dict) and set(PPC_COLUMNS) <= set(r)
+                                             for r in coverage)):
         raise UsageError(f"{ppc_dir / 'coverage.json'}: not a coverage table (a list of "
-                         "records, as `lanternpk ppc` writes); run `lanternpk ppc` again")
+                         f"records with the keys {', '.join(PPC_COLUMNS)}, as `lanternpk ppc` "
+                         "writes); run `lanternpk ppc` again")
     pngs = []
     for path in sorted(ppc_dir.glob("*.png")):
         data = path.read_bytes()
