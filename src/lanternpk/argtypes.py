@@ -109,6 +109,16 @@ def output_path(text: str) -> Path:
     return path
 
 
+def run_path(text: str) -> Path:
+    """A run directory to read (``RUN_DIR``); whether it is a run is for the command to say.
+
+    The empty path is refused here: ``Path("")`` is ``.``, which would be named instead.
+    """
+    if text == "":
+        raise argparse.ArgumentTypeError("an empty path; name the run directory")
+    return Path(text)
+
+
 def existing_file(text: str) -> Path:
     """A path to an existing regular file."""
     path = Path(text)

@@ -24,6 +24,7 @@ from lanternpk.argtypes import (
     output_path,
     positive_int,
     random_seed,
+    run_path,
 )
 from lanternpk.errors import (
     EXIT_DIAGNOSTICS,
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recomputed from the saved posterior. Exit status 3 if the run's "
         "convergence checks failed. With --model/--data, refuses a run fit to other files.",
     )
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=run_path)
     p.add_argument("--json", action="store_true", help="print the JSON contract")
     p.add_argument("--model", type=existing_file, help="spec the run must have been fit to")
     p.add_argument("--data", type=existing_file, help="data the run must have been fit to")

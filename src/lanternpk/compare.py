@@ -88,7 +88,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import non_negative_int, positive_int, random_seed
+from lanternpk.argtypes import non_negative_int, positive_int, random_seed, run_path
 from lanternpk.compare_stats import (
     MIN_PSIS_DRAWS,
     PARETO_K_BAD,
@@ -796,7 +796,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
         "Exit status: 0 done (warnings or not); 1 a spec or data file differs from a run's; "
         "2 usage error (not a run, runs fit to different data).",
     )
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+    p.add_argument("run_dirs", nargs="+", type=run_path, metavar="RUN_DIR",
                    help="run directories written by lanternpk fit (two or more)")
     p.add_argument("--no-refit", action="store_true",
                    help="never refit; animals with Pareto k > 0.7 only give a warning")

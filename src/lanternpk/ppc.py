@@ -69,7 +69,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import existing_file, positive_int, random_seed
+from lanternpk.argtypes import existing_file, positive_int, random_seed, run_path
 from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency, require_psis_draws
 from lanternpk.errors import EXIT_OK, UsageError
 
@@ -666,7 +666,7 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
         "groups are warnings. Exit status: 0 done (flags or not); 1 the spec or data differ "
         "from the run's; 2 usage error.",
     )
-    p.add_argument("run_dir", type=Path, help="run directory written by lanternpk fit")
+    p.add_argument("run_dir", type=run_path, help="run directory written by lanternpk fit")
     p.add_argument("--draws", type=positive_int, default=None,
                    help="posterior draws to simulate from, evenly spaced (default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",

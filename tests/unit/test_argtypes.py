@@ -114,6 +114,15 @@ def test_output_path_checks_only_what_is_above_it(tmp_path, monkeypatch):
         output_path("")  # Path("") is ".": `sbc --out ""` wrote into the current directory
 
 
+@pytest.mark.parametrize("command", [["summarize"], ["ppc"], ["report"], ["compare", "run"]])
+def test_an_empty_run_directory_argument_is_named_as_empty(capsys, command):
+    """`summarize ''` said '. is not a lanternpk run': Path("") is the current directory."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, ""])
+    assert exit_.value.code == 2
+    assert "an empty path; name the run directory" in capsys.readouterr().err
+
+
 def test_an_input_that_is_no_regular_file_is_named_for_what_it_is(tmp_path, capsys):
     """/dev/null and a FIFO exist (not "no such file"); an empty argument is not ".". """
     import os

@@ -19,7 +19,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from lanternpk.argtypes import output_path
+from lanternpk.argtypes import output_path, run_path
 
 __all__ = ["FigureError", "RunReport", "add_report_parser", "load_run_report", "load_sbc",
            "render_report", "run_report_command"]
@@ -44,7 +44,7 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "others join the model comparison. Exit status: 0 written; 1 or 2 invalid input; 3 "
         "written, but a run's convergence checks failed.",
     )
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+    p.add_argument("run_dirs", nargs="+", type=run_path, metavar="RUN_DIR",
                    help="run directories written by `lanternpk fit`")
     p.add_argument("--out", required=True, type=output_path,
                    help="report directory, e.g. reports/NAME")
