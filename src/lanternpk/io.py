@@ -31,12 +31,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
     Nothing is left behind on failure, and a reader never sees a half-written file. The file
     gets the permissions of a newly created file (``0o666`` less the umask), not the
-    owner-only ones of :func:`tempfile.mkstemp`.
+    owner-only ones of :func:`tempfile.mkstemp`. A ``target`` that is a symbolic link is
+    written where it points, as ``open(target, "w")`` would (the rename would otherwise
+    replace the link by a file and leave the file it names as it was).
     """
     target = Path(target)
+    destination = Path(os.path.realpath(target)) if target.is_symlink() else target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
+                                   dir=destination.parent)
     except OSError as err:  # name the user's path, not the temporary file's
         raise UsageError(f"cannot write {target}: {_reason(target, err)}") from None
     os.close(fd)
@@ -45,7 +49,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         interrupt.check()  # a Ctrl-C that was lost on the way stops here
-        os.replace(tmp_path, target)
+        os.replace(tmp_path, destination)
     except OSError as err:
         if err.filename not in (None, tmp):  # another file's problem: its own message
             raise

@@ -207,3 +207,19 @@ def test_what_a_killed_write_left_in_a_run_does_not_block_replacing_it(tmp_path)
     assert not is_interrupted_write(run / ".ppc.zzzz9999", owned)
     with pytest.raises(UsageError, match=r"it holds \.compare\.json\.12345678, \.notes"):
         check_replaceable_directory(run, marker="posterior.nc", overwrite=True, owned=owned)
+
+
+def test_a_file_written_through_a_symbolic_link_goes_where_it_points(tmp_path):
+    """`import-livingimage --out link.csv` replaced the link by a file: the file it named
+    (or, for a dangling link, the file it was to create) never got the table."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "table.csv").write_text("old")
+    link, dangling = tmp_path / "link.csv", tmp_path / "dangling.csv"
+    link.symlink_to(shared / "table.csv")
+    dangling.symlink_to(shared / "new.csv")
+    write_text_atomic(link, "new")
+    write_text_atomic(dangling, "created")
+    assert link.is_symlink() and (shared / "table.csv").read_text() == "new"
+    assert dangling.is_symlink() and (shared / "new.csv").read_text() == "created"
+    assert sorted(p.name for p in shared.iterdir()) == ["new.csv", "table.csv"]
