@@ -779,10 +779,14 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
             message = f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), allowed)
             if allowed:
                 message += f"; allowed keys: {', '.join(allowed)}"
-        elif kind == "union_tag_invalid":
-            path, value = f"{path}.dist", ctx.get("tag")
+        elif kind == "union_tag_invalid":  # pydantic's tag is str(value): True, not true
+            given = value.get("dist") if isinstance(value, dict) else ctx.get("tag")
+            path, value = f"{path}.dist", given
             tags = _tags_of(target)
-            message = f"unknown distribution {value!r}" + did_you_mean(str(value), tags)
+            if isinstance(given, str):
+                message = f"unknown distribution {given!r}" + did_you_mean(given, tags)
+            else:
+                message = "must be the name of a distribution, in quotes"
             message += f"; one of {', '.join(tags)}"
         elif kind == "union_tag_not_found":
             path, value = f"{path}.dist", None

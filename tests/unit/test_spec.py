@@ -504,6 +504,19 @@ def test_more_bad_specs(old: str, new: str, column: str, message: str) -> None:
     assert (column, message) in found, found
 
 
+@pytest.mark.parametrize(("dist", "shown"), [("true", "true"), ("0", "0")])
+def test_a_distribution_name_that_is_not_text_is_shown_as_written(dist, shown) -> None:
+    """`dist = true` was reported as "value 'True': unknown distribution 'True'" (pydantic
+    turns the tag into Python's text of it)."""
+    text = (SPECS / "minimal.toml").read_text()
+    with pytest.raises(DataError) as info:
+        parse_spec(text.replace('dist = "lognormal"', f"dist = {dist}", 1), file="x.toml")
+    (problem,) = info.value.problems
+    assert problem.key.endswith(".dist") and problem.value is not None
+    assert str(problem).endswith(f"value {shown}: must be the name of a distribution, in "
+                                 "quotes; one of lognormal, logratio_normal, halfnormal, normal")
+
+
 def test_whole_body_needs_every_organ_in_vivo() -> None:
     text = (SPECS / "minimal.toml").read_text()
     text = text.replace(
