@@ -53,6 +53,14 @@ def _export(tmp_path: Path, old: str = "", new: str = "", name: str = "export.cs
     return _write(tmp_path / name, text.replace(old, new))
 
 
+def test_an_array_of_tables_where_a_table_belongs_is_named_without_python_text(
+        tmp_path: Path) -> None:
+    """`[[images."IMG0001"]]` showed "value [{'animal': 'm01', ...}]", Python's text of it."""
+    mapping = _mapping(tmp_path, '[images."IMG0001"]', '[[images."IMG0001"]]')
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 8, key 'images.IMG0001': must be a table"]
+
+
 # --------------------------------------------------------------------------- quirks
 
 

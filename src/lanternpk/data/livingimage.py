@@ -193,7 +193,7 @@ def _did_you_mean(word: str, options: Iterable[str]) -> str:
 def _pydantic_problem(file: str, err: dict) -> Problem:
     loc = err["loc"]
     kind = err["type"]
-    value = None if isinstance(err.get("input"), dict) else err.get("input")
+    value = None if isinstance(err.get("input"), dict | list) else err.get("input")  # no repr
     if kind == "extra_forbidden":
         model = _TABLES.get(tuple(loc[:-1]))
         if model is None and len(loc) == 3 and loc[0] == "images":
