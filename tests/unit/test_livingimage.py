@@ -53,6 +53,25 @@ def _export(tmp_path: Path, old: str = "", new: str = "", name: str = "export.cs
     return _write(tmp_path / name, text.replace(old, new))
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (REFERENCE.read_text(encoding="utf-8").encode("utf-32"),
+     "UTF-32 text, which Living Image does not write; export the ROI measurements again "
+     "(.csv, or .txt in UTF-16)"),
+    (REFERENCE.read_bytes().replace(b"IMG0001", b"IMG\x000001", 1),
+     "not text (it holds NUL bytes): not a Living Image ROI measurement export (export them "
+     "from Living Image as .csv or .txt)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+     "not text (it holds NUL bytes): not a Living Image ROI measurement export (export them "
+     "from Living Image as .csv or .txt)"),
+])
+def test_an_export_that_is_not_text_says_what_it_is(tmp_path: Path, content: bytes,
+                                                    message: str) -> None:
+    """A UTF-32 export, one with a NUL byte and an image were all 'no header line with
+    'Image Number' … found' (a UTF-32 file was read as UTF-16: its BOM begins with that one)."""
+    export = _write_bytes(tmp_path / "export.csv", content)
+    assert _problems([export], MAP) == [f"{export}: {message}"]
+
+
 def test_an_array_of_tables_where_a_table_belongs_is_named_without_python_text(
         tmp_path: Path) -> None:
     """`[[images."IMG0001"]]` showed "value [{'animal': 'm01', ...}]", Python's text of it."""

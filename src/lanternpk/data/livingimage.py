@@ -83,6 +83,7 @@ from pydantic import (
     model_validator,
 )
 
+from lanternpk.data.load import wide_unicode
 from lanternpk.data.schema import (
     FIRST_DATA_ROW,
     INDEX_NAME,
@@ -443,15 +444,23 @@ def _read_export(path: Path, *, rule: bool
     """
     file = str(path)
     try:
-        text = _decode(Path(path).read_bytes())
+        raw = Path(path).read_bytes()
+        if wide_unicode(raw) == "UTF-32":  # its BOM begins with UTF-16's: name it first
+            return [], [Problem(file, "UTF-32 text, which Living Image does not write; export "
+                                "the ROI measurements again (.csv, or .txt in UTF-16)")], set()
+        text = _decode(raw)
     except OSError as err:
         return [], [Problem(file, f"cannot read the export: {err.strerror}")], set()
     except UnicodeDecodeError as err:  # only UTF-16 (it has a BOM) is decoded strictly
         return [], [Problem(file, f"not valid UTF-16 text ({err.reason} at byte {err.start}); "
                             "export the ROI measurements from Living Image again")], set()
     # Lines end at \r\n, \r or \n only (str.splitlines also splits at U+2028, U+0085, \f, ...).
-    lines = io.StringIO(text, newline="").readlines() if text is not None else []
-    found = _find_header(lines) if text is not None else None
+    if text is None:
+        return [], [Problem(file, "not text (it holds NUL bytes): not a Living Image ROI "
+                            "measurement export (export them from Living Image as .csv or "
+                            ".txt)")], set()
+    lines = io.StringIO(text, newline="").readlines()
+    found = _find_header(lines)
     if found is None:
         return [], [Problem(file, "not a Living Image ROI measurement export: no header line "
                             "with 'Image Number', 'ROI' and 'Total Flux [p/s]' found (export the "

@@ -187,7 +187,7 @@ def _parse_csv(file: str, data: bytes) -> tuple[list[str], list[tuple[int, list[
     for signature, what in _SIGNATURES.items():
         if data.startswith(signature):
             _fail(file, f"this is {what}, not a CSV table; {_EXPECTED}")
-    encoding = _wide_unicode(data)
+    encoding = wide_unicode(data)
     if encoding is not None:
         _fail(file, f"this is {encoding} encoded text, not UTF-8; save the file as UTF-8 "
                     "('CSV UTF-8' in Excel)")
@@ -236,7 +236,7 @@ def _parse_csv(file: str, data: bytes) -> tuple[list[str], list[tuple[int, list[
     return header, rows
 
 
-def _wide_unicode(data: bytes) -> str | None:
+def wide_unicode(data: bytes) -> str | None:
     """``"UTF-16"`` or ``"UTF-32"`` if ``data`` is text in that encoding, else ``None``.
 
     A byte-order mark tells. Without one, mostly-ASCII text (as a table's column names and
