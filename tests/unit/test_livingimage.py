@@ -72,6 +72,20 @@ def test_an_export_that_is_not_text_says_what_it_is(tmp_path: Path, content: byt
     assert _problems([export], MAP) == [f"{export}: {message}"]
 
 
+def test_an_images_own_roi_that_no_export_row_has_is_named(tmp_path: Path) -> None:
+    """`[images."IMG0001".rois] "ROI 9" = "liver"` for an ROI the image does not have was
+    silently ignored (a misspelt ROI name mapped nothing)."""
+    mapping = _mapping(tmp_path, 'cell_type = "muse"\n',
+                       'cell_type = "muse"\nrois = { "ROI 9" = "liver" }\n')
+    assert _problems([REFERENCE], mapping) == [
+        f"{mapping}, line 11, key 'images.IMG0001.rois.\"ROI 9\"', value 'liver': image "
+        "'IMG0001' has no ROI 'ROI 9' in the exports (its ROIs: BKG 1, ROI 1, ROI 2, ROI 3); "
+        "did you mean 'ROI 3'?"]
+    fine = _mapping(tmp_path, 'cell_type = "muse"\n',
+                    'cell_type = "muse"\nrois = { "ROI 2" = "femur" }\n')
+    import_livingimage([REFERENCE], mapping=fine)  # an ROI the image has: no problem
+
+
 def test_an_array_of_tables_where_a_table_belongs_is_named_without_python_text(
         tmp_path: Path) -> None:
     """`[[images."IMG0001"]]` showed "value [{'animal': 'm01', ...}]", Python's text of it."""

@@ -719,6 +719,16 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
                 f"ignore_rois{_did_you_mean(row.roi, known)}", row=row.line,
                 column=row.columns["roi"], value=row.roi))
 
+    exported = {image for image, _ in seen}
+    for key, entry in spec.images.items():  # an image's own ROI names: a typo maps nothing
+        if key in exported:
+            problems += [Problem(map_file, f"image '{key}' has no ROI '{roi}' in the exports "
+                                 f"(its ROIs: {', '.join(sorted(r for i, r in seen if i == key))})"
+                                 + _did_you_mean(roi, [r for i, r in seen if i == key]),
+                                 key=_key_path(["images", key, "rois", roi]), value=region)
+                         for roi, region in entry.rois.items()
+                         if (key, roi) not in seen and (key, roi) not in refused]
+
     stats: dict[str, tuple[float, float, float] | None] = {}
     records: list[tuple[dict[str, object], _Row]] = []
     for row, image, region in organs:
