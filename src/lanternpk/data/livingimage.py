@@ -26,7 +26,7 @@ Mapping file (TOML, read as data, never executed)
     modality = "in_vivo"       # or "ex_vivo"
     # study, species, disease may be given here too (they override [defaults])
     [images."IMG0001".rois]    # optional: ROI names that mean something else in this image
-    "ROI 3" = "spinal_cord"
+    "ROI 3" = "spinal_cord"    # (each must be an ROI of the image's export rows)
 
     [rois]                     # ROI name -> region (snake_case, as in the model spec)
     "ROI 1" = "lung"
