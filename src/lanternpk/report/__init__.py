@@ -67,8 +67,9 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     Raises
     ------
     UsageError
-        ``out`` is inside a run directory or the SBC directory (a report there changes an
-        input: ``fit --overwrite`` then refuses the run), or is not a report directory.
+        A run directory is given twice; ``out`` is inside a run directory or the SBC
+        directory (a report there changes an input: ``fit --overwrite`` then refuses the
+        run), or is not a report directory.
     """
     from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
     from lanternpk.report.render import (
@@ -80,6 +81,9 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
         render_report,
     )
 
+    if len({Path(r).resolve() for r in run_dirs}) < len(run_dirs):
+        raise UsageError("a run directory is given twice (the report would compare it with "
+                         "itself)")
     for given in [*run_dirs, *([sbc_dir] if sbc_dir is not None else [])]:
         if Path(out).resolve().is_relative_to(Path(given).resolve()):
             raise UsageError(f"refusing to write a report into {out}: it is inside {given}, "
