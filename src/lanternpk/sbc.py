@@ -85,7 +85,7 @@ RUN_FILE = "sbc_run.json"
 SUMMARY_FILE = "sbc.json"
 RANKS_FILE = "ranks.csv"
 #: Smallest family-wise level: the p-values are simulated, ~2 / (per-test threshold) rank
-#: sets (sbc_stats.uniformity_tests); at 0.001 and 118 quantities, 472 000 sets (~8 s).
+#: sets (sbc_stats.uniformity_tests); at 0.001 and 118 distinct rank sets, 472 000 sets (~8 s).
 MIN_ALPHA = 1e-3
 PLOT_FILE = "sbc_ecdf.png"
 DEFAULT_OUT = Path("reports/sbc")
@@ -884,9 +884,11 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
     return {
         "n_requested": n, "n_ok": len(indices), "n_failed": len(failed),
         "n_missing": len(missing), "n_draws": n_draws, "n_quantities": len(names),
+        "n_distinct_rank_sets": tests["n_distinct"],
         "alpha": alpha, "per_test_threshold": tests["threshold"], "bins": bins,
         "tests": "chi-square on binned ranks and ECDF, both p-values from simulated uniform "
-                 "ranks of the same N and L; Bonferroni over quantities and both tests",
+                 "ranks of the same N and L; Bonferroni over the distinct rank sets "
+                 "(quantities with the same ranks counted once) and both tests",
         "calibration_failures": tests["failed"],
         "passed": bool(indices) and not tests["failed"] and not failed and not missing,
         "quantities": quantities_out,

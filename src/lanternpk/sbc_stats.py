@@ -261,10 +261,13 @@ def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float
                      bins: int = 10, seed: int = 0) -> dict:
     """Both tests for every quantity, with a Bonferroni family-wise level ``alpha``.
 
-    A quantity fails when either test's p-value is below ``alpha / (2 Q)`` (Q quantities,
-    two tests each), so that the chance of any failure under calibration is at most
-    ``alpha``. Both p-values are simulated from uniform rank sets of the same N and L, at
-    least ``2 / threshold`` of them so that a p-value can fall below the threshold.
+    A quantity fails when either test's p-value is below ``alpha / (2 Q)`` (Q distinct
+    rank sets, two tests each), so that the chance of any failure under calibration is at
+    most ``alpha``. Quantities with the same ranks in every fit are one test, counted once:
+    a first-pass fraction is both a parameter and an estimand, and so is the homing fraction
+    of the filter organ. Both p-values are simulated from uniform rank sets of the same N
+    and L, at least ``2 / threshold`` of them so that a p-value can fall below the
+    threshold.
 
     Parameters
     ----------
@@ -282,16 +285,17 @@ def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float
     Returns
     -------
     dict
-        ``alpha``, ``threshold`` (per-test), ``n`` (ranks per quantity), ``quantities``
-        (name → chi-square and ECDF results and ``failed``), ``failed`` (names),
-        ``band_95`` and ``band_family`` (ECDF-difference bands).
+        ``alpha``, ``threshold`` (per-test), ``n`` (ranks per quantity), ``n_distinct``
+        (Q), ``quantities`` (name → chi-square and ECDF results and ``failed``),
+        ``failed`` (names), ``band_95`` and ``band_family`` (ECDF-difference bands).
     """
     names = list(ranks)
     if not names:
-        return {"alpha": alpha, "threshold": None, "n": 0, "quantities": {}, "failed": [],
-                "band_95": None, "band_family": None}
+        return {"alpha": alpha, "threshold": None, "n": 0, "n_distinct": 0, "quantities": {},
+                "failed": [], "band_95": None, "band_family": None}
     n = len(ranks[names[0]])
-    threshold = alpha / (2 * len(names))
+    n_distinct = len({np.asarray(r, dtype=np.int64).tobytes() for r in ranks.values()})
+    threshold = alpha / (2 * n_distinct)
     # simulated p-values resolve 1/(M + 1): enough sets that the threshold is reachable
     simulations = max(ECDF_SIMULATIONS, math.ceil(2 / threshold))
     if simulations > MAX_SIMULATIONS:
@@ -309,8 +313,8 @@ def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float
         if bad:
             failed.append(name)
     family_level = max(threshold, 1.0 / len(null))
-    return {"alpha": alpha, "threshold": threshold, "n": n, "bins": bins,
-            "quantities": results, "failed": failed,
+    return {"alpha": alpha, "threshold": threshold, "n": n, "n_distinct": n_distinct,
+            "bins": bins, "quantities": results, "failed": failed,
             "band_95": simultaneous_band(n, n_draws, null, 0.05),
             "band_family": simultaneous_band(n, n_draws, null, family_level)}
 

@@ -143,6 +143,20 @@ def test_uniformity_tests_flag_only_the_miscalibrated_quantity():
     assert result["threshold"] == pytest.approx(0.01 / 12)
 
 
+def test_quantities_with_the_same_ranks_are_one_test_in_the_bonferroni_family():
+    """first_pass[muse,lung], first_pass_fraction[muse,lung] and homing_fraction[muse,lung]
+    are one quantity (the lung is the filter organ): three tests in the family made the
+    threshold a third of what it should be."""
+    rng = np.random.default_rng(5)
+    ranks = {f"q{i}": rng.integers(0, L + 1, 200) for i in range(5)}
+    ranks["first_pass[muse,lung]"] = rng.integers(0, L + 1, 200)
+    ranks["first_pass_fraction[muse,lung]"] = ranks["first_pass[muse,lung]"].copy()
+    ranks["homing_fraction[muse,lung]"] = ranks["first_pass[muse,lung]"].astype(float)
+    result = uniformity_tests(ranks, L, alpha=0.01, seed=0)
+    assert result["n_distinct"] == 6 and result["threshold"] == pytest.approx(0.01 / 12)
+    assert len(result["quantities"]) == 8  # each is still reported under its own name
+
+
 # --- design ---------------------------------------------------------------------------------
 
 def test_design_rows_from_a_design_file_and_a_truth_file(root):
