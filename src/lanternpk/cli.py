@@ -82,7 +82,7 @@ def _cmd_import_livingimage(args: argparse.Namespace) -> int:
 
         model = load_spec(args.model)
     table = import_livingimage(args.exports, mapping=args.map, model=model)
-    write_table_atomic(out, table)
+    write_table_atomic(out, table, through_symlink=True)  # the user's --out, as named
     print(f"wrote {len(table)} observations from {len(args.exports)} export(s) to {args.out}")
     return EXIT_OK
 

@@ -26,17 +26,23 @@ from lanternpk.errors import UsageError
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, *, through_symlink: bool = False
+                ) -> Iterator[Path]:
     """Yield a temporary path; rename it onto ``target`` only if the block succeeds.
 
     Nothing is left behind on failure, and a reader never sees a half-written file. The file
     gets the permissions of a newly created file (``0o666`` less the umask), not the
-    owner-only ones of :func:`tempfile.mkstemp`. A ``target`` that is a symbolic link is
-    written where it points, as ``open(target, "w")`` would (the rename would otherwise
-    replace the link by a file and leave the file it names as it was).
+    owner-only ones of :func:`tempfile.mkstemp`.
+
+    A ``target`` that is a symbolic link is replaced by the new file, unless
+    ``through_symlink``: then the file is written where the link points, as
+    ``open(target, "w")`` would. Only a file the user names as output (``--out``) is written
+    through a link; inside a directory lanternpk writes (a run, a report), a link is
+    replaced, so that it cannot redirect the output onto a file elsewhere.
     """
     target = Path(target)
-    destination = Path(os.path.realpath(target)) if target.is_symlink() else target
+    destination = (Path(os.path.realpath(target)) if through_symlink and target.is_symlink()
+                   else target)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
@@ -133,11 +139,12 @@ def _finite_or_null(value: object) -> object:
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame) -> None:
+def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame, *,
+                       through_symlink: bool = False) -> None:
     """Write a table as CSV (Parquet for a :data:`PARQUET_SUFFIXES` name), atomically.
 
     The index is not written: canonical tables carry source row numbers there, which are
-    meaningless in the new file.
+    meaningless in the new file. ``through_symlink``: as in :func:`atomic_path`.
     """
     writer: Callable[[Path], None]
     if Path(target).suffix.lower() in PARQUET_SUFFIXES:
@@ -146,7 +153,7 @@ def write_table_atomic(target: str | os.PathLike, table: pd.DataFrame) -> None:
     else:
         def writer(p: Path) -> None:
             table.to_csv(p, index=False, float_format="%.10g")
-    with atomic_path(target) as tmp:
+    with atomic_path(target, through_symlink=through_symlink) as tmp:
         writer(tmp)
 
 

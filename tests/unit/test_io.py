@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lanternpk.io import atomic_path, staging_directory, write_text_atomic
@@ -209,17 +210,30 @@ def test_what_a_killed_write_left_in_a_run_does_not_block_replacing_it(tmp_path)
         check_replaceable_directory(run, marker="posterior.nc", overwrite=True, owned=owned)
 
 
-def test_a_file_written_through_a_symbolic_link_goes_where_it_points(tmp_path):
-    """`import-livingimage --out link.csv` replaced the link by a file: the file it named
-    (or, for a dangling link, the file it was to create) never got the table."""
+def test_a_symbolic_link_is_written_through_only_when_asked(tmp_path):
+    """`import-livingimage --out link.csv` replaced the link by a file: the file it named (or,
+    for a dangling link, the file it was to create) never got the table. Inside an output
+    directory a link is replaced instead: a report's index.html linked to ../notes.html must
+    not overwrite the notes."""
+    from lanternpk.io import write_table_atomic
+
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "table.csv").write_text("old")
     link, dangling = tmp_path / "link.csv", tmp_path / "dangling.csv"
     link.symlink_to(shared / "table.csv")
     dangling.symlink_to(shared / "new.csv")
-    write_text_atomic(link, "new")
-    write_text_atomic(dangling, "created")
-    assert link.is_symlink() and (shared / "table.csv").read_text() == "new"
-    assert dangling.is_symlink() and (shared / "new.csv").read_text() == "created"
+    table = pd.DataFrame({"x": [1]})
+    write_table_atomic(link, table, through_symlink=True)
+    write_table_atomic(dangling, table, through_symlink=True)
+    assert link.is_symlink() and (shared / "table.csv").read_text() == "x\n1\n"
+    assert dangling.is_symlink() and (shared / "new.csv").read_text() == "x\n1\n"
     assert sorted(p.name for p in shared.iterdir()) == ["new.csv", "table.csv"]
+    (shared / "notes.html").write_text("mine")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").symlink_to(shared / "notes.html")
+    write_text_atomic(report / "index.html", "<p>report</p>")
+    assert not (report / "index.html").is_symlink()
+    assert (report / "index.html").read_text() == "<p>report</p>"
+    assert (shared / "notes.html").read_text() == "mine"

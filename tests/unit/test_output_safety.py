@@ -154,7 +154,13 @@ def test_import_livingimage_does_not_overwrite_its_input_or_an_existing_file(roo
     assert out.read_text() == "precious"
     assert main(["import-livingimage", str(export), "--map", str(mapping), "--out", str(out),
                  "--overwrite"]) == 0
-    assert out.read_text() != "precious"
+    assert out.read_text().startswith("study,animal,")
+    # an --out that is a symbolic link is written where it points (before: the link replaced)
+    pointed = tmp_path / "elsewhere.csv"
+    (tmp_path / "via.csv").symlink_to(pointed)
+    assert main(["import-livingimage", str(export), "--map", str(mapping), "--out",
+                 str(tmp_path / "via.csv")]) == 0
+    assert (tmp_path / "via.csv").is_symlink() and pointed.read_text() == out.read_text()
 
 
 def test_simulate_overwrites_only_its_own_earlier_study(root, tmp_path, capsys):
