@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -102,7 +101,7 @@ from lanternpk.compare_stats import (
     relative_efficiency,
     require_psis_draws,
 )
-from lanternpk.errors import EXIT_OK, UsageError
+from lanternpk.errors import EXIT_OK, UsageError, notice
 
 COMPARE_FILE = "compare.json"
 ANIMALS_FILE = "compare_animals.json"
@@ -763,7 +762,7 @@ def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: i
         configure_jax_devices(max(4, os.cpu_count() or 1))
 
     def log(msg: str) -> None:
-        print(f"lanternpk compare: {msg}", file=sys.stderr)
+        notice("compare", msg)
 
     result = compare_runs(run_dirs, refit=refit, refit_draws=refit_draws, max_refits=max_refits,
                           draws=draws, is_draws=is_draws, device=device, seed=seed, log=log,

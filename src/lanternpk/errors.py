@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,15 @@ def printable(text: str, *, keep: str = "") -> str:
     spec's labels would otherwise move the cursor or clear the screen.
     """
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
+def notice(command: str, message: str) -> None:
+    """Print ``lanternpk COMMAND: message`` on stderr, control characters as escapes.
+
+    For progress and warnings that name the user's paths (``scoring RUN_DIR``); stdout gets
+    the same escaping from the command line, stderr cannot (it carries the progress bars).
+    """
+    print(f"lanternpk {command}: {printable(message, keep=chr(10))}", file=sys.stderr)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

@@ -59,7 +59,6 @@ up its devices.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ import pandas as pd
 
 from lanternpk.argtypes import existing_file, positive_int, random_seed, run_path
 from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency, require_psis_draws
-from lanternpk.errors import EXIT_OK, UsageError
+from lanternpk.errors import EXIT_OK, UsageError, notice
 
 PPC_DIR = "ppc"
 PREDICTIVE_FILE = "posterior_predictive.nc"
@@ -640,7 +639,7 @@ def run_ppc_command(run_dir: Path, *, draws: int | None, device: str, seed: int,
     task = bar.add_task("ppc", total=None)
     with bar:
         result = run_ppc(run_dir, draws=draws, device=device, seed=seed, data_path=data_path,
-                         log=lambda msg: print(f"lanternpk ppc: {msg}", file=sys.stderr),
+                         log=lambda msg: notice("ppc", msg),
                          progress=lambda done, total: bar.update(task, completed=done,
                                                                  total=total))
     print(format_report(result))

@@ -337,6 +337,24 @@ def test_the_ppc_command_reports_its_draws_progress(monkeypatch, tmp_path, flags
     assert updates == [(500, 1000), (1000, 1000)]
 
 
+def test_progress_naming_the_run_escapes_its_control_characters(monkeypatch, tmp_path,
+                                                                capsys):
+    """'simulating the posterior predictive of RUN' went to stderr with the run's name raw:
+    an escape sequence in a directory name reached the terminal."""
+    import lanternpk.ppc as ppc
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE, UsageError
+
+    def fake_run_ppc(run_dir, **kwargs):
+        kwargs["log"](f"simulating the posterior predictive of {run_dir} ...")
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(ppc, "run_ppc", fake_run_ppc)
+    assert main(["ppc", str(tmp_path / "run\x1b[2J"), "--quiet"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "run\\x1b[2J ..." in err
+
+
 def test_a_ppc_file_in_the_way_is_refused_before_simulating(tmp_path, capsys):
     """RUN_DIR/ppc as a file: before, the whole simulation ran, then 'File exists'."""
     from lanternpk.cli import main

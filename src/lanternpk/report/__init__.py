@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from pathlib import Path
 
 from lanternpk.argtypes import output_path, run_path
@@ -71,7 +70,7 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
         directory (a report there changes an input: ``fit --overwrite`` then refuses the
         run), or is not a report directory.
     """
-    from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError
+    from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, UsageError, notice
     from lanternpk.report.render import (
         REPORT_FILES,
         FigureError,
@@ -102,7 +101,6 @@ def run_report_command(run_dirs: list[Path], *, out: Path, sbc_dir: Path | None 
     print(f"wrote {', '.join(str(Path(out) / name) for name in REPORT_FILES)}")
     failed = [str(run.run_dir) for run in runs if not run.diagnostics["passed"]]
     if failed:
-        print(f"lanternpk report: convergence checks FAILED for {', '.join(failed)}",
-              file=sys.stderr)
+        notice("report", f"convergence checks FAILED for {', '.join(failed)}")
         return EXIT_DIAGNOSTICS
     return EXIT_OK
