@@ -60,6 +60,9 @@ def _export(tmp_path: Path, old: str = "", new: str = "", name: str = "export.cs
     (REFERENCE.read_bytes().replace(b"IMG0001", b"IMG\x000001", 1),
      "not text (it holds NUL bytes): not a Living Image ROI measurement export (export them "
      "from Living Image as .csv or .txt)"),
+    (REFERENCE.read_text(encoding="utf-8").encode("utf-16-le"),
+     "UTF-16 text without a byte-order mark, which Living Image does not write; export the "
+     "ROI measurements again"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
      "not text (it holds NUL bytes): not a Living Image ROI measurement export (export them "
      "from Living Image as .csv or .txt)"),

@@ -136,13 +136,16 @@ def test_non_numeric_text_in_a_number_column(raw):
                             "not a number; expected a finite number ≥ 0 (photons/s)")
 
 
-@pytest.mark.parametrize("digits", ["５", "٥", "1٥0"])
-def test_digits_that_are_not_ascii_are_not_a_number(raw, digits):
-    """Python's float() reads fullwidth and Arabic-Indic digits: '５' was taken as 5."""
-    raw.loc[3, "flux"] = digits
+@pytest.mark.parametrize(("text", "odd"), [("５", "'５', U+FF15"), ("1٥0", "'٥', U+0665"),
+                                          ("−5", "'−', U+2212")])
+def test_numbers_not_written_in_ascii_are_not_a_number(raw, text, odd):
+    """Python's float() reads fullwidth and Arabic-Indic digits: '５' was taken as 5. A
+    typographic minus (pasted from a word processor) is named, not the digits."""
+    raw.loc[3, "flux"] = text
     problem = only(problems_of(raw))
-    assert (problem.row, problem.column, problem.value) == (3, "flux", digits)
-    assert problem.message.startswith("not a number (write it with the ASCII digits 0-9)")
+    assert (problem.row, problem.column, problem.value) == (3, "flux", text)
+    assert problem.message.startswith(f"not a number ({odd}, is not ASCII; write numbers "
+                                      "with 0-9, '.', '-', 'e')")
 
 
 def test_decimal_comma_is_explained(raw):

@@ -445,9 +445,13 @@ def _read_export(path: Path, *, rule: bool
     file = str(path)
     try:
         raw = Path(path).read_bytes()
-        if wide_unicode(raw) == "UTF-32":  # its BOM begins with UTF-16's: name it first
+        wide = wide_unicode(raw)
+        if wide == "UTF-32":  # its BOM begins with UTF-16's: name it first
             return [], [Problem(file, "UTF-32 text, which Living Image does not write; export "
                                 "the ROI measurements again (.csv, or .txt in UTF-16)")], set()
+        if wide == "UTF-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return [], [Problem(file, "UTF-16 text without a byte-order mark, which Living "
+                                "Image does not write; export the ROI measurements again")], set()
         text = _decode(raw)
     except OSError as err:
         return [], [Problem(file, f"cannot read the export: {err.strerror}")], set()

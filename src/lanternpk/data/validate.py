@@ -369,7 +369,9 @@ def _number(value: object) -> tuple[float, str | None]:
         return float(value), None
     text = str(value).strip()
     if not text.isascii():  # Python's float() reads '５' (fullwidth) and '٥' (Arabic) as 5
-        return math.nan, "not a number (write it with the ASCII digits 0-9)"
+        odd = next(c for c in text if not c.isascii())
+        return math.nan, (f"not a number ({odd!r}, U+{ord(odd):04X}, is not ASCII; write "
+                          "numbers with 0-9, '.', '-', 'e')")
     try:
         if "_" in text:
             raise ValueError(text)
