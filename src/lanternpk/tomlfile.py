@@ -222,8 +222,8 @@ def parse_toml(text: str, *, file: str, what: str = "not valid TOML") -> dict:
         raise DataError([Problem(file=file, message=f"{what}: nested too deeply")]) from None
     except ValueError:  # Python refuses to convert an integer of thousands of digits
         limit = sys.get_int_max_str_digits()
-        huge = re.search(rf"[0-9][0-9_]{{{limit},}}", text)
-        line = None if huge is None else text.count("\n", 0, huge.start()) + 1
+        huge = re.search(rf"[=,\[]\s*[+-]?([0-9][0-9_]{{{limit},}})", text)  # a value, not text
+        line = None if huge is None else text.count("\n", 0, huge.start(1)) + 1
         raise DataError([Problem(file=file, line=line, message=f"{what}: a number of more "
                                  f"than {limit} digits")]) from None
 

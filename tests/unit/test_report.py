@@ -374,9 +374,10 @@ def test_report_parser_runs_the_command(run_dir, tmp_path, capsys):
 def test_a_run_given_twice_is_refused_before_anything_is_loaded(tmp_path):
     """`report RUN RUN` compared the run with itself and exited 0."""
     run = tmp_path / "run"  # not even a run: the repeat is found first
+    (tmp_path / "sub").mkdir()
     with pytest.raises(UsageError, match="a run directory is given twice"):
-        run_report_command([run, tmp_path / "." / "run"], out=tmp_path / "r")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+        run_report_command([run, tmp_path / "sub" / ".." / "run"], out=tmp_path / "r")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
 
 
 def test_not_a_run_is_a_usage_error(tmp_path):

@@ -99,11 +99,11 @@ def test_an_integer_too_long_to_convert_is_a_problem_on_its_line(tmp_path, loade
     """An integer of 5000 digits: Python's int() refuses it, and the ValueError escaped as a
     traceback."""
     path = tmp_path / "huge.toml"
-    path.write_text('name = "x"\n\nsigma = ' + "9" * 5000 + "\n")
+    path.write_text(f'name = "x"\n# {"1" * 5000} in a comment\n\nsigma = [\n  {"9" * 5000}]\n')
     with pytest.raises(DataError) as info:
         loader(path)
     (problem,) = info.value.problems
-    assert problem.file == str(path) and problem.line == 3
+    assert problem.file == str(path) and problem.line == 5
     assert problem.message.endswith(": a number of more than 4300 digits"), problem.message
 
 
