@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import time
@@ -422,8 +423,17 @@ def sample_prior(model: pm.Model, var_names: list[str], *, draws: int, seed: int
     """Prior draws of ``var_names`` (used to tell findings from priors).
 
     The likelihood terms (including the censoring potential) play no part in a prior draw,
-    so PyMC's warning that potentials are ignored does not apply and is silenced.
+    so PyMC's warning that potentials are ignored does not apply and is silenced; so is its
+    "Sampling: [first_pass_raw, ...]" notice, which names internal variables to the user.
     """
-    with model, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
-        return pm.sample_prior_predictive(draws=draws, var_names=var_names, random_seed=seed)
+    forward = logging.getLogger("pymc.sampling.forward")
+    level = forward.level
+    forward.setLevel(logging.WARNING)
+    try:
+        with model, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The effect of Potentials",
+                                    category=UserWarning)
+            return pm.sample_prior_predictive(draws=draws, var_names=var_names,
+                                              random_seed=seed)
+    finally:
+        forward.setLevel(level)

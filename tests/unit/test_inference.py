@@ -222,3 +222,19 @@ def test_no_finite_starting_point_is_a_clear_error():
         pm.Potential("nowhere", pt.switch(x > 1e9, 0.0, -np.inf))
     with pytest.raises(UsageError, match="chain 0: no starting point with a finite log density"):
         jittered_initial_points(model, jax_log_density(model), chains=2, seed=1, max_retries=2)
+
+
+def test_prior_draws_name_no_internal_variables_to_the_user(caplog):
+    """`fit` printed PyMC's "Sampling: [first_pass_raw, loss_raw, ...]" after its summary."""
+    import logging
+
+    from lanternpk.inference import sample_prior
+
+    with pm.Model() as model:
+        raw = pm.Normal("raw", 0.0, 1.0)
+        pm.Deterministic("scale", pt.exp(raw))
+    caplog.set_level(logging.INFO, logger="pymc")
+    prior = sample_prior(model, ["scale"], draws=20, seed=1)
+    assert prior.prior["scale"].shape == (1, 20)
+    assert not [r for r in caplog.records if r.getMessage().startswith("Sampling:")]
+    assert logging.getLogger("pymc.sampling.forward").level == logging.NOTSET  # restored
