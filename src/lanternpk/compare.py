@@ -99,6 +99,7 @@ from lanternpk.compare_stats import (
     psis_loao,
     psis_loo,
     relative_efficiency,
+    require_finite_draws,
     require_psis_draws,
 )
 from lanternpk.errors import EXIT_OK, UsageError, notice
@@ -647,6 +648,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
     runs = [_open_run(r) for r in run_dirs]
     for run in runs:
         require_psis_draws(run.idata.posterior, run.run_dir, user="compare")
+        require_finite_draws(run.idata.posterior, run.run_dir, user="compare")
     first = runs[0].provenance
     for run in runs[1:]:
         if run.provenance["data_sha256"] != first["data_sha256"]:

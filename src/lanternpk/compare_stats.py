@@ -1,7 +1,7 @@
 """Pure statistics of `lanternpk compare`: PSIS-LOO, leave-one-group-out, paired elpd differences.
 
-No I/O and no model: arrays in, scores out (nats; higher is better); and the one check of
-what they need, :func:`require_psis_draws`. The methods and their
+No I/O and no model: arrays in, scores out (nats; higher is better); and the checks of what
+they need, :func:`require_psis_draws` and :func:`require_finite_draws`. The methods and their
 references are described in :mod:`lanternpk.compare`, which uses these functions.
 """
 
@@ -48,6 +48,35 @@ def require_psis_draws(posterior: Any, run_dir: str | os.PathLike, *, user: str)
                          f"draws = {chains} × {per_chain}); {user} needs at least "
                          f"{MIN_PSIS_DRAWS} for Pareto smoothing; fit it again with more "
                          "draws")
+
+
+def require_finite_draws(posterior: Any, run_dir: str | os.PathLike, *, user: str) -> None:
+    """Refuse a run with a NaN or infinite posterior draw: its scores would be NaN.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        The run's posterior group.
+    run_dir : path
+        The run, named in the error.
+    user : str
+        What needs finite draws (``"compare"``, ``"ppc"``), named in the error.
+
+    Raises
+    ------
+    UsageError
+        Naming each variable with a non-finite draw, and the chain and draw of its first.
+    """
+    bad = []
+    for name, values in posterior.data_vars.items():
+        finite = np.isfinite(np.asarray(values.values, dtype=float))
+        if not finite.all():
+            chain, draw = np.argwhere(~finite)[0][:2]
+            bad.append(f"{name} (chain {chain}, draw {draw})")
+    if bad:
+        raise UsageError(f"{run_dir} holds NaN or infinite posterior draws, in "
+                         f"{', '.join(bad)}; {user} cannot use them (the fit's convergence "
+                         "checks fail on them too): fit it again")
 
 
 def log_mean_exp(a: np.ndarray, axis: int = 0) -> np.ndarray:

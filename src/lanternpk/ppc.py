@@ -69,7 +69,12 @@ import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import existing_file, positive_int, random_seed, run_path
-from lanternpk.compare_stats import MIN_PSIS_DRAWS, relative_efficiency, require_psis_draws
+from lanternpk.compare_stats import (
+    MIN_PSIS_DRAWS,
+    relative_efficiency,
+    require_finite_draws,
+    require_psis_draws,
+)
 from lanternpk.errors import EXIT_OK, UsageError, notice
 
 PPC_DIR = "ppc"
@@ -485,6 +490,7 @@ def run_ppc(run_dir: Path, *, draws: int | None = None, device: str = "auto",
     data = prepare_data(spec, obs, source=str(data_path))
     # what is simulated when --draws is not given or exceeds it
     require_psis_draws(idata.posterior, run_dir, user="LOO-PIT")
+    require_finite_draws(idata.posterior, run_dir, user="ppc")
 
     if log is not None:
         log(f"simulating the posterior predictive of {run_dir} ...")

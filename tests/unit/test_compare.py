@@ -312,6 +312,26 @@ def test_compare_refuses_a_run_with_too_few_draws(monkeypatch, tmp_path, capsys,
             f"{draws}); compare needs at least 21 for Pareto smoothing") in err
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_compare_refuses_a_run_with_non_finite_draws(monkeypatch, tmp_path, capsys, bad):
+    """A run with one NaN draw of residual_sd was ranked first (elpd NaN) and compare exited
+    0; a NaN in every variable failed with a traceback from the importance proposal."""
+    import lanternpk.compare as compare
+    import lanternpk.fit
+
+    broken, full = tmp_path / "broken", tmp_path / "full"
+    opened = {full: _fake_run(full, 4, 100), broken: _fake_run(broken, 4, 100)}
+    opened[broken].idata.posterior["residual_sd"] = (("chain", "draw"), np.ones((4, 100)))
+    opened[broken].idata.posterior["residual_sd"][1, 7] = bad
+    monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
+    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
+    rc = main(["compare", str(full), str(broken), "--no-refit"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "Traceback" not in err
+    assert (f"{broken} holds NaN or infinite posterior draws, in residual_sd (chain 1, draw "
+            "7); compare cannot use them") in err
+
+
 def test_refit_settings_read_only_the_sampler_fields(tmp_path):
     """A sampler record with a key SamplerSettings does not know (the record schema keeps
     extra keys) made `compare --max-refits 1` fail with a TypeError traceback."""

@@ -438,7 +438,8 @@ def fake_run(tmp_path, monkeypatch):
     provenance = {"data_sha256": "d" * 64, "spec_sha256": "s" * 64}
     monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
     monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
-        SimpleNamespace(posterior=SimpleNamespace(sizes={"chain": 1, "draw": 40})), provenance,
+        SimpleNamespace(posterior=SimpleNamespace(sizes={"chain": 1, "draw": 40},
+                                                  data_vars={})), provenance,
         Path("spec.toml"), Path("obs.csv")))
     monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
     monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: obs)
@@ -553,3 +554,33 @@ def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path,
     assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
     assert (f"{tmp_path} holds 20 posterior draws (chains × draws = 2 × 10); LOO-PIT needs "
             "at least 21 for Pareto smoothing") in capsys.readouterr().err
+
+
+def test_ppc_refuses_a_run_with_non_finite_draws(monkeypatch, tmp_path, capsys):
+    """A run with one NaN draw flagged 44 of 44 groups, gave KS D = nan and exited 0."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    import lanternpk.data.load
+    import lanternpk.fit
+    import lanternpk.model
+    import lanternpk.predictive
+    import lanternpk.spec
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    sd = np.ones((2, 30))
+    sd[0, 5] = np.nan
+    posterior = xr.Dataset({"residual_sd": (("chain", "draw"), sd)})
+    (tmp_path / "posterior.nc").write_bytes(b"not read")
+    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
+        SimpleNamespace(posterior=posterior), {}, Path("spec.toml"), Path("obs.csv")))
+    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
+    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
+    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
+    assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
+    assert (f"{tmp_path} holds NaN or infinite posterior draws, in residual_sd (chain 0, draw "
+            "5); ppc cannot use them") in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posterior.nc"]
