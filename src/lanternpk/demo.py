@@ -11,6 +11,7 @@ simulation-based calibration of the default spec recorded in ``bench/results/sbc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lanternpk.data.load import load_calibration, load_observations
@@ -34,6 +35,32 @@ def bundled_studies(root: Path) -> list[Path]:
             "or pass --root"
         )
     return studies
+
+
+def check_demo_run(run_dir: Path) -> None:
+    """Refuse to replace a run in ``OUT/run`` that ``lanternpk demo`` did not write.
+
+    ``demo`` always refits, replacing the run it wrote the last time; a run the user fit
+    (``lanternpk fit --out OUT/run``) is theirs. Which command wrote a run is read from its
+    ``provenance.json``. An absent, empty or non-run directory is for ``fit`` to judge.
+
+    Raises
+    ------
+    UsageError
+        ``run_dir`` holds a run whose recorded command is not ``lanternpk demo``.
+    """
+    if not (run_dir / "posterior.nc").is_file():
+        return
+    try:
+        record = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+        command = record.get("command") if isinstance(record, dict) else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        command = None
+    if not (isinstance(command, list) and command[1:2] == ["demo"]):
+        by = (f"`{' '.join(map(str, command[:2]))}`" if isinstance(command, list) and command
+              else "an unknown command")
+        raise UsageError(f"refusing to replace {run_dir}: it holds a run written by {by}, not "
+                         "by `lanternpk demo`; choose another --out")
 
 
 def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
@@ -61,6 +88,7 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
     from lanternpk.report.render import REPORT_RUN_DIR, check_report_directory
 
     check_report_directory(out)  # before any work: the fit checks out/run itself
+    check_demo_run(out / REPORT_RUN_DIR)
     for study in bundled_studies(root):
         observations = load_observations(study / "observations.csv")
         calibration_file = study / "calibration.csv"

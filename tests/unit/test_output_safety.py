@@ -366,3 +366,29 @@ def test_fit_overwrite_refuses_a_run_whose_ppc_holds_the_users_files(root, tmp_p
             "write") in err
     assert (run / "ppc" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_demo_replaces_only_a_run_demo_wrote(root, tmp_path, capsys):
+    """`demo --out DIR` silently replaced DIR/run when it held the user's own fit."""
+    import json
+
+    from lanternpk.demo import check_demo_run
+
+    run = tmp_path / "report" / "run"
+    run.mkdir(parents=True)
+    check_demo_run(run)  # empty: for fit to judge
+    (run / "posterior.nc").write_bytes(b"a run")
+    for command, by in ((["lanternpk", "fit", "obs.csv"], "`lanternpk fit`"), (None, None)):
+        (run / "provenance.json").write_text(json.dumps({"command": command}))
+        with pytest.raises(UsageError, match=f"written by {by or 'an unknown command'}, not by "
+                                             "`lanternpk demo`; choose another --out"):
+            check_demo_run(run)
+    (run / "provenance.json").write_text("{not json")
+    with pytest.raises(UsageError, match="an unknown command"):
+        check_demo_run(run)
+    (run / "provenance.json").write_text(json.dumps({"command": ["lanternpk", "demo"]}))
+    check_demo_run(run)  # its own earlier run: replaced
+    (run / "provenance.json").write_text(json.dumps({"command": ["lanternpk", "fit"]}))
+    assert main(["demo", "--root", str(root), "--out", str(tmp_path / "report")]) == EXIT_USAGE
+    assert "not by `lanternpk demo`" in capsys.readouterr().err
+    assert (run / "posterior.nc").read_bytes() == b"a run"
