@@ -645,6 +645,11 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
 
     for i, r in enumerate(run_dirs):  # cheap check first, before anything heavy is loaded
         require_run(r, writable=write and i == 0)  # the scores go into the first run
+    if write:  # both files or neither: one that cannot be written is found before the work
+        for name in (COMPARE_FILE, ANIMALS_FILE):
+            path = run_dirs[0] / name
+            if path.exists() and not path.is_file():
+                raise UsageError(f"cannot write {path}: it is not a file; move it away")
     runs = [_open_run(r) for r in run_dirs]
     for run in runs:
         require_psis_draws(run.idata.posterior, run.run_dir, user="compare")

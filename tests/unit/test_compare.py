@@ -332,6 +332,20 @@ def test_compare_refuses_a_run_with_non_finite_draws(monkeypatch, tmp_path, caps
             "7); compare cannot use them") in err
 
 
+@pytest.mark.parametrize("name", ["compare.json", "compare_animals.json"])
+def test_an_output_in_the_way_is_refused_before_scoring(tmp_path, capsys, name):
+    """A directory named compare_animals.json: compare.json was already rewritten when the
+    second file failed, after all the scoring."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for run in (first, second):
+        run.mkdir()
+        (run / "posterior.nc").write_bytes(b"not read: refused before")
+    (first / name).mkdir()
+    assert main(["compare", str(first), str(second), "--no-refit"]) == EXIT_USAGE
+    assert f"cannot write {first / name}: it is not a file" in capsys.readouterr().err
+    assert sorted(p.name for p in first.iterdir()) == sorted([name, "posterior.nc"])
+
+
 def test_refit_settings_read_only_the_sampler_fields(tmp_path):
     """A sampler record with a key SamplerSettings does not know (the record schema keeps
     extra keys) made `compare --max-refits 1` fail with a TypeError traceback."""
