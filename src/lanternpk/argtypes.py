@@ -11,6 +11,10 @@ SEED_LIMIT = 2**32
 #: count goes to XLA as a flag before anything else is checked; XLA aborts, printing its whole
 #: flag list, on a count it cannot parse.
 MAX_CHAINS = 256
+#: Most draws or tuning iterations per chain of one fit: 100 000 draws of this model's ~400
+#: stored values take ~0.3 GB a chain; far beyond it, JAX fails with an allocation error or
+#: an integer overflow instead of a message.
+MAX_DRAWS = 100_000
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -28,12 +32,26 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def _int_in(text: str, minimum: int, maximum: int) -> int:
+    value = _int_at_least(text, minimum)
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+    return value
+
+
+def draw_count(text: str) -> int:
+    """Draws per chain of a fit: an integer in [1, MAX_DRAWS]."""
+    return _int_in(text, 1, MAX_DRAWS)
+
+
+def tune_count(text: str) -> int:
+    """Tuning iterations per chain of a fit: an integer in [0, MAX_DRAWS]."""
+    return _int_in(text, 0, MAX_DRAWS)
+
+
 def chain_count(text: str) -> int:
     """A number of chains: an integer in [1, MAX_CHAINS]."""
-    value = _int_at_least(text, 1)
-    if value > MAX_CHAINS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_CHAINS}, got {value}")
-    return value
+    return _int_in(text, 1, MAX_CHAINS)
 
 
 def non_negative_int(text: str) -> int:

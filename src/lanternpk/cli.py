@@ -19,12 +19,12 @@ from typing import Any, TextIO
 from lanternpk import __version__
 from lanternpk.argtypes import (
     chain_count,
+    draw_count,
     existing_file,
-    non_negative_int,
     output_path,
-    positive_int,
     random_seed,
     run_path,
+    tune_count,
 )
 from lanternpk.errors import (
     EXIT_DIAGNOSTICS,
@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the [samplers] extra)")
     p.add_argument("--chains", type=chain_count, default=4,
                    help="number of chains (default: %(default)s)")
-    p.add_argument("--draws", type=positive_int, default=1000,
+    p.add_argument("--draws", type=draw_count, default=1000,
                    help="posterior draws per chain after tuning (default: %(default)s)")
-    p.add_argument("--tune", type=non_negative_int, default=1000,
+    p.add_argument("--tune", type=tune_count, default=1000,
                    help="tuning (warm-up) iterations per chain, discarded (default: %(default)s)")
     p.add_argument("--seed", type=random_seed, default=20261125,
                    help="random seed of starting points, sampling and prior draws "

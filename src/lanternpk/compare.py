@@ -87,7 +87,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lanternpk.argtypes import non_negative_int, positive_int, random_seed, run_path
+from lanternpk.argtypes import (
+    draw_count,
+    non_negative_int,
+    positive_int,
+    random_seed,
+    run_path,
+)
 from lanternpk.compare_stats import (
     MIN_PSIS_DRAWS,
     PARETO_K_BAD,
@@ -110,6 +116,18 @@ DEFAULT_SEED = 20261125
 #: Importance draws of an animal's new random effects per posterior draw, for every animal's
 #: marginal likelihood (all-data posterior) and for each refit's held-out animal.
 DEFAULT_IS_DRAWS = 32
+#: Most importance draws per posterior draw: the proposal holds posterior draws × this many
+#: values of each animal's effects (~30 kB per importance draw on the ALS study's 4000 draws,
+#: so 0.3 GB at the bound; 10 million asked for 286 GB).
+MAX_IS_DRAWS = 10_000
+
+
+def importance_draw_count(text: str) -> int:
+    """``--is-draws``: an integer in [1, MAX_IS_DRAWS]."""
+    value = positive_int(text)
+    if value > MAX_IS_DRAWS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IS_DRAWS}, got {value}")
+    return value
 #: Defensive weight of the standard-normal prior in the refit proposal mixture.
 DEFENSIVE_WEIGHT = 0.1
 #: Degrees of freedom of the Student-t component of the refit proposal.
@@ -806,7 +824,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                    help="run directories written by lanternpk fit (two or more)")
     p.add_argument("--no-refit", action="store_true",
                    help="never refit; animals with Pareto k > 0.7 only give a warning")
-    p.add_argument("--refit-draws", type=positive_int, default=None,
+    p.add_argument("--refit-draws", type=draw_count, default=None,
                    help="draws per chain of each refit (default: the run's own settings)")
     p.add_argument("--max-refits", type=non_negative_int, default=None,
                    help="at most this many refits per run, worst Pareto k first "
@@ -814,7 +832,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--draws", type=positive_int, default=None,
                    help="posterior draws used for the log-likelihood, evenly spaced "
                    "(default: all)")
-    p.add_argument("--is-draws", type=positive_int, default=DEFAULT_IS_DRAWS,
+    p.add_argument("--is-draws", type=importance_draw_count, default=DEFAULT_IS_DRAWS,
                    help="importance draws of an animal's new random effects per posterior draw, "
                    "for every animal's marginal likelihood and for each refit "
                    f"(default {DEFAULT_IS_DRAWS})")

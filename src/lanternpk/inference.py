@@ -31,7 +31,7 @@ from pymc.backends.arviz import (
 from pymc.initial_point import make_initial_point_fns_per_chain
 from pymc.util import get_default_varnames
 
-from lanternpk.argtypes import MAX_CHAINS, SEED_LIMIT
+from lanternpk.argtypes import MAX_CHAINS, MAX_DRAWS, SEED_LIMIT
 from lanternpk.diagnostics import MIN_DRAWS
 from lanternpk.errors import UsageError
 
@@ -58,8 +58,11 @@ class SamplerSettings:
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name} must be at least {minimum}, "
                                  f"got {getattr(self, name)}")
-        if self.chains > MAX_CHAINS:
-            raise UsageError(f"--chains must be at most {MAX_CHAINS}, got {self.chains}")
+        for name, maximum in (("chains", MAX_CHAINS), ("draws", MAX_DRAWS),
+                              ("tune", MAX_DRAWS)):
+            if getattr(self, name) > maximum:
+                raise UsageError(f"--{name} must be at most {maximum}, "
+                                 f"got {getattr(self, name)}")
         if not 0 <= self.seed < SEED_LIMIT:
             raise UsageError(f"--seed must be at least 0 and below 2**32, got {self.seed}")
         if not 0.5 <= self.target_accept < 1:

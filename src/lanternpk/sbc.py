@@ -59,11 +59,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lanternpk import __version__
 from lanternpk.argtypes import (
     chain_count,
-    non_negative_int,
+    draw_count,
     not_a_file,
     output_path,
     positive_int,
     random_seed,
+    tune_count,
 )
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
@@ -1019,9 +1020,9 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    "their seeds from it (default: %(default)s)")
     p.add_argument("--chains", type=chain_count, default=SbcSettings.chains,
                    help="chains per fit (default: %(default)s)")
-    p.add_argument("--tune", type=non_negative_int, default=SbcSettings.tune,
+    p.add_argument("--tune", type=tune_count, default=SbcSettings.tune,
                    help="tuning iterations per chain of each fit (default: %(default)s)")
-    p.add_argument("--draws", type=positive_int, default=SbcSettings.draws,
+    p.add_argument("--draws", type=draw_count, default=SbcSettings.draws,
                    help="posterior draws per chain of each fit (default: %(default)s)")
     p.add_argument("--thin-to", type=positive_int, default=SbcSettings.thin_to,
                    help="L, posterior draws each rank is computed against (default: "

@@ -43,6 +43,9 @@ def test_seed_out_of_range_is_a_usage_error(root, monkeypatch, tmp_path, capsys,
     ("--chains", "99999999999999999999", "must be at most 256, got 99999999999999999999"),
     ("--draws", "-5", "must be at least 1, got -5"),
     ("--tune", "-1", "must be at least 0, got -1"),
+    # JAX failed with an allocation error or an integer overflow, as a traceback
+    ("--draws", "1000000000000", "must be at most 100000, got 1000000000000"),
+    ("--tune", "100001", "must be at most 100000, got 100001"),
 ])
 def test_fit_sampler_counts_are_checked(root, monkeypatch, tmp_path, capsys, option, value,
                                         reason):
@@ -50,6 +53,25 @@ def test_fit_sampler_counts_are_checked(root, monkeypatch, tmp_path, capsys, opt
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "data/als_mouse/observations.csv", "--model", "models/muse_vs_msc.toml",
               "--out", str(tmp_path / "run"), option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and option in err and reason in err
+
+
+@pytest.mark.parametrize(("command", "option", "value", "reason"), [
+    (["compare", "a", "b"], "--is-draws", "99999999999999999999",
+     "must be at most 10000, got 99999999999999999999"),
+    (["compare", "a", "b", "--max-refits", "1"], "--refit-draws", "1000000000000",
+     "must be at most 100000, got 1000000000000"),
+    (["sbc", "models/muse_vs_msc.toml", "--truth-design", "data/designs/sbc_small.toml"],
+     "--draws", "1000000000000", "must be at most 100000, got 1000000000000"),
+])
+def test_compare_and_sbc_draw_counts_are_bounded(root, monkeypatch, capsys, command, option,
+                                                 value, reason):
+    """A huge --is-draws or --refit-draws gave a NumPy or JAX traceback after the runs were
+    loaded; a huge sbc --draws failed every fit with JAX's traceback text as the reason."""
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, option, value])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and option in err and reason in err
 
@@ -63,6 +85,8 @@ def test_sampler_settings_allow_zero_tuning_but_not_negative():
     assert SamplerSettings(chains=256).chains == 256
     with pytest.raises(UsageError, match="--chains must be at most 256, got 257"):
         SamplerSettings(chains=257)
+    with pytest.raises(UsageError, match="--draws must be at most 100000, got 100001"):
+        SamplerSettings(draws=100_001)
 
 
 @pytest.mark.parametrize(("option", "value", "reason"), [
