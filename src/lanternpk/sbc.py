@@ -677,6 +677,10 @@ def _open_client(scheduler: str | None, workers: int):
             return Client(scheduler, timeout="20s"), None
         except OSError as err:
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        except (MemoryError, ValueError, TypeError) as err:  # read another protocol's bytes
+            raise UsageError(f"{scheduler} does not answer as a Dask scheduler "
+                             f"({type(err).__name__} reading its reply); check the address "
+                             "and port") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=":0",
                            env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

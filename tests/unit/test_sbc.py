@@ -427,6 +427,37 @@ def test_a_malformed_scheduler_address_is_a_usage_error(root, capsys, address):
     assert "argument --scheduler: not a Dask scheduler address such as tcp://HOST:8786" in err
 
 
+def test_a_service_that_is_not_a_dask_scheduler_is_named_not_a_traceback():
+    """An SSH server at the --scheduler address: Dask read its banner as a message length and
+    failed with 'MemoryError: Unable to allocate 2.82 EiB' as a traceback."""
+    import socket
+
+    from lanternpk.errors import UsageError
+    from lanternpk.sbc import _open_client
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    done = threading.Event()
+
+    def banner():
+        connection, _ = server.accept()
+        connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        done.wait(60)
+        connection.close()
+
+    thread = threading.Thread(target=banner, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(UsageError, match=rf"{address} does not answer as a Dask scheduler"):
+            _open_client(address, 1)
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+
+
 def test_sbc_json_is_valid_json_when_a_statistic_is_not_finite(tmp_path):
     """sbc.json was written with NaN/Infinity where a statistic was not finite."""
     from lanternpk.sbc import SUMMARY_FILE, write_outputs
