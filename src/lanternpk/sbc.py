@@ -667,6 +667,7 @@ class SbcResult:
     out: Path
     summary: dict
     wall_s: float
+    files: list[Path] = field(default_factory=list)  # written (no figure without a fit)
 
 
 def _open_client(scheduler: str | None, workers: int):
@@ -791,8 +792,8 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
                                        "cpus": os.cpu_count()},
                            "versions": _versions(),
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_outputs(out, summary)
-    return SbcResult(out=out, summary=summary, wall_s=time.perf_counter() - start)
+    files = write_outputs(out, summary)
+    return SbcResult(out=out, summary=summary, wall_s=time.perf_counter() - start, files=files)
 
 
 def _versions() -> dict:
@@ -912,10 +913,12 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
     }
 
 
-def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> None:
+def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> list[Path]:
     """``ranks.csv``, ``sbc.json`` and ``sbc_ecdf.png`` from the records of ``out``.
 
-    Written into ``dest`` (default ``out``), each file atomically.
+    Written into ``dest`` (default ``out``), each file atomically; the figure only when a fit
+    succeeded (an earlier one is removed otherwise, so that none describes other fits).
+    Returns the files written.
     """
     import matplotlib.pyplot as plt
 
@@ -937,7 +940,10 @@ def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> None:
         with atomic_path(dest / PLOT_FILE) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
         plt.close(fig)
+    else:
+        (dest / PLOT_FILE).unlink(missing_ok=True)
     write_text_atomic(dest / SUMMARY_FILE, json_text(summary))  # non-finite numbers null
+    return [dest / SUMMARY_FILE, dest / RANKS_FILE] + ([dest / PLOT_FILE] if records else [])
 
 
 def format_summary(summary: dict) -> str:
@@ -991,8 +997,7 @@ def _cmd_sbc(args: argparse.Namespace) -> int:
                      timeout_s=args.timeout, alpha=args.alpha, progress=not args.quiet,
                      command=getattr(args, "command_line", None))
     print(format_summary(result.summary))
-    print(f"wrote {result.out / SUMMARY_FILE}, {result.out / PLOT_FILE} "
-          f"({result.wall_s:.0f} s)")
+    print(f"wrote {', '.join(map(str, result.files))} ({result.wall_s:.0f} s)")
     return EXIT_OK if result.summary["passed"] else EXIT_DIAGNOSTICS
 
 

@@ -464,10 +464,15 @@ def test_sbc_json_is_valid_json_when_a_statistic_is_not_finite(tmp_path):
 
     summary = {"campaign": {"key": "k"}, "n_requested": 0, "quantities": [],
                "fit_diagnostics": {"wall_s_median": float("nan")}, "alpha": np.float64(0.01)}
-    write_outputs(tmp_path, summary)
+    (tmp_path / "sbc_ecdf.png").write_bytes(b"a figure of other fits")
+    files = write_outputs(tmp_path, summary)
     text = (tmp_path / SUMMARY_FILE).read_text()
     assert "NaN" not in text
     assert json.loads(text)["fit_diagnostics"]["wall_s_median"] is None
+    # no fit succeeded: no figure is claimed ('wrote …/sbc_ecdf.png' was printed), and an
+    # earlier one that would describe other fits is gone
+    assert files == [tmp_path / SUMMARY_FILE, tmp_path / "ranks.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranks.csv", SUMMARY_FILE]
 
 
 def test_a_campaign_file_nested_too_deeply_is_a_usage_error(tmp_path, root, capsys):
