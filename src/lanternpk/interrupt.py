@@ -5,12 +5,15 @@ that is a garbage-collection callback (JAX registers one), the exception is prin
 "Exception ignored" and the command carries on, and ``lanternpk fit --overwrite`` went on to
 replace the run it was asked to stop writing. :func:`handling_interrupts` also records the
 signal, and :func:`check` (called by :mod:`lanternpk.io` just before a file or directory is
-renamed into place) raises it again there.
+renamed into place) raises it again there; Python's "Exception ignored … KeyboardInterrupt"
+report of the lost raise is not printed. SIGTERM (``kill``, a CI job's timeout) is handled
+the same way, so that temporary files and directories are removed on the way out.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,20 +27,37 @@ def _on_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+#: Signals that stop a command: Ctrl-C, and ``kill``'s default (a CI job's timeout).
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _quiet_when_interrupted(hook):
+    """``sys.unraisablehook`` that does not print a ``KeyboardInterrupt`` (recorded already)."""
+    def unraisable(info) -> None:
+        if not (_interrupted and issubclass(info.exc_type, KeyboardInterrupt)):
+            hook(info)
+    return unraisable
+
+
 @contextmanager
 def handling_interrupts() -> Iterator[None]:
-    """Record SIGINT for :func:`check` while the block runs (main thread only; elsewhere,
-    and where Python cannot set handlers, a no-op). The previous handler is restored."""
+    """Record SIGINT and SIGTERM for :func:`check` while the block runs (main thread only;
+    elsewhere, and where Python cannot set handlers, a no-op). The previous handlers and
+    ``sys.unraisablehook`` are restored."""
     global _interrupted
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, _on_interrupt)
+    previous = {signum: signal.signal(signum, _on_interrupt) for signum in SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_when_interrupted(previous_hook)
     _interrupted = False
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
         _interrupted = False
 
 

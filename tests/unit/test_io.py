@@ -129,6 +129,35 @@ def test_a_lost_interrupt_stops_before_anything_is_put_in_place(tmp_path):
     interrupt.check()  # and forgotten
 
 
+def test_sigterm_stops_a_command_like_ctrl_c_and_a_lost_raise_is_not_printed(monkeypatch):
+    """SIGTERM (a CI timeout) killed `compare` without cleaning up: its refit runs stayed in
+    /tmp/lanternpk-compare-*. A Ctrl-C lost in a JAX garbage-collection callback printed
+    "Exception ignored in: <function _xla_gc_callback> … KeyboardInterrupt"."""
+    import signal
+    import sys
+
+    from lanternpk import interrupt
+
+    class LosesTheInterrupt:  # where Python cannot raise, as in a GC callback
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    reported = []  # what Python's hook would print as "Exception ignored"
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: reported.append(info.exc_type))
+    hook = sys.unraisablehook
+    with interrupt.handling_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+        LosesTheInterrupt()  # its __del__ raises where nothing can catch it
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+    assert reported == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook
+    with interrupt.handling_interrupts():  # no interrupt came: reported as Python does
+        LosesTheInterrupt()
+    assert reported == [KeyboardInterrupt]
+
+
 def test_a_run_that_cannot_be_moved_aside_is_refused_before_the_work(tmp_path):
     """A read-only earlier run passed the check, the whole fit ran, then the rename failed
     and left an empty .run.old.* directory."""
