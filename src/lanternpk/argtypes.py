@@ -32,7 +32,8 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-def _int_in(text: str, minimum: int, maximum: int) -> int:
+def bounded_int(text: str, minimum: int, maximum: int) -> int:
+    """An integer in [minimum, maximum] (the message names the bound it breaks)."""
     value = _int_at_least(text, minimum)
     if value > maximum:
         raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
@@ -41,17 +42,17 @@ def _int_in(text: str, minimum: int, maximum: int) -> int:
 
 def draw_count(text: str) -> int:
     """Draws per chain of a fit: an integer in [1, MAX_DRAWS]."""
-    return _int_in(text, 1, MAX_DRAWS)
+    return bounded_int(text, 1, MAX_DRAWS)
 
 
 def tune_count(text: str) -> int:
     """Tuning iterations per chain of a fit: an integer in [0, MAX_DRAWS]."""
-    return _int_in(text, 0, MAX_DRAWS)
+    return bounded_int(text, 0, MAX_DRAWS)
 
 
 def chain_count(text: str) -> int:
     """A number of chains: an integer in [1, MAX_CHAINS]."""
-    return _int_in(text, 1, MAX_CHAINS)
+    return bounded_int(text, 1, MAX_CHAINS)
 
 
 def non_negative_int(text: str) -> int:

@@ -88,6 +88,7 @@ import numpy as np
 import pandas as pd
 
 from lanternpk.argtypes import (
+    bounded_int,
     draw_count,
     non_negative_int,
     positive_int,
@@ -124,10 +125,7 @@ MAX_IS_DRAWS = 10_000
 
 def importance_draw_count(text: str) -> int:
     """``--is-draws``: an integer in [1, MAX_IS_DRAWS]."""
-    value = positive_int(text)
-    if value > MAX_IS_DRAWS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_IS_DRAWS}, got {value}")
-    return value
+    return bounded_int(text, 1, MAX_IS_DRAWS)
 #: Defensive weight of the standard-normal prior in the refit proposal mixture.
 DEFENSIVE_WEIGHT = 0.1
 #: Degrees of freedom of the Student-t component of the refit proposal.
