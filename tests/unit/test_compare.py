@@ -293,19 +293,24 @@ def _fake_run(run_dir, chains: int, draws: int, sampler: dict | None = None):
                            provenance=provenance)
 
 
+def _compare_fakes(monkeypatch, *runs) -> int:
+    """``lanternpk compare --no-refit`` of runs made by :func:`_fake_run`; the exit status."""
+    import lanternpk.compare as compare
+    import lanternpk.fit
+
+    opened = {run.run_dir: run for run in runs}
+    monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
+    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
+    return main(["compare", *(str(run.run_dir) for run in runs), "--no-refit"])
+
+
 @pytest.mark.parametrize(("chains", "draws"), [(1, 4), (4, 2), (4, 0)])
 def test_compare_refuses_a_run_with_too_few_draws(monkeypatch, tmp_path, capsys, chains,
                                                   draws):
     """`--draws` had to be ≥ 10 (PSIS), but a run of fewer draws was scored in full (a run of
     no draws failed with KeyError: 'log_flux')."""
-    import lanternpk.compare as compare
-    import lanternpk.fit
-
     small, full = tmp_path / "small", tmp_path / "full"
-    opened = {full: _fake_run(full, 4, 100), small: _fake_run(small, chains, draws)}
-    monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
-    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
-    rc = main(["compare", str(full), str(small), "--no-refit"])
+    rc = _compare_fakes(monkeypatch, _fake_run(full, 4, 100), _fake_run(small, chains, draws))
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE and "Traceback" not in err
     assert (f"{small} holds {chains * draws} posterior draws (chains × draws = {chains} × "
@@ -316,16 +321,11 @@ def test_compare_refuses_a_run_with_too_few_draws(monkeypatch, tmp_path, capsys,
 def test_compare_refuses_a_run_with_non_finite_draws(monkeypatch, tmp_path, capsys, bad):
     """A run with one NaN draw of residual_sd was ranked first (elpd NaN) and compare exited
     0; a NaN in every variable failed with a traceback from the importance proposal."""
-    import lanternpk.compare as compare
-    import lanternpk.fit
-
     broken, full = tmp_path / "broken", tmp_path / "full"
-    opened = {full: _fake_run(full, 4, 100), broken: _fake_run(broken, 4, 100)}
-    opened[broken].idata.posterior["residual_sd"] = (("chain", "draw"), np.ones((4, 100)))
-    opened[broken].idata.posterior["residual_sd"][1, 7] = bad
-    monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
-    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
-    rc = main(["compare", str(full), str(broken), "--no-refit"])
+    bad_run = _fake_run(broken, 4, 100)
+    bad_run.idata.posterior["residual_sd"] = (("chain", "draw"), np.ones((4, 100)))
+    bad_run.idata.posterior["residual_sd"][1, 7] = bad
+    rc = _compare_fakes(monkeypatch, _fake_run(full, 4, 100), bad_run)
     err = capsys.readouterr().err
     assert rc == EXIT_USAGE and "Traceback" not in err
     assert (f"{broken} holds NaN or infinite posterior draws, in residual_sd (chain 1, draw "

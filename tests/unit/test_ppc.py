@@ -526,9 +526,8 @@ def test_an_interrupted_ppc_leaves_the_earlier_ppc_whole(fake_run, monkeypatch):
     assert sorted(p.name for p in fake_run.iterdir()) == ["posterior.nc", "ppc"]
 
 
-def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path, capsys):
-    """ArviZ fits no Pareto tail of 4 draws or fewer: below 21 draws every LOO-PIT k was
-    infinite. A run of 2 × 10 draws is refused before simulating (--draws cannot add any)."""
+def _run_that_opens_as(monkeypatch, run_dir, posterior) -> None:
+    """Make ``run_dir`` a run whose posterior is ``posterior`` (no spec, data or files read)."""
     from types import SimpleNamespace
 
     import lanternpk.data.load
@@ -536,6 +535,21 @@ def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path,
     import lanternpk.model
     import lanternpk.predictive
     import lanternpk.spec
+
+    (run_dir / "posterior.nc").write_bytes(b"not read")
+    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
+        SimpleNamespace(posterior=posterior), {}, Path("spec.toml"), Path("obs.csv")))
+    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
+    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
+    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
+
+
+def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path, capsys):
+    """ArviZ fits no Pareto tail of 4 draws or fewer: below 21 draws every LOO-PIT k was
+    infinite. A run of 2 × 10 draws is refused before simulating (--draws cannot add any)."""
+    from types import SimpleNamespace
+
     from lanternpk.cli import main
     from lanternpk.compare_stats import MIN_PSIS_DRAWS, psis_loo
     from lanternpk.errors import EXIT_USAGE
@@ -543,14 +557,8 @@ def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path,
     loglik = np.random.default_rng(0).normal(size=(MIN_PSIS_DRAWS - 1, 3))
     assert np.isinf(psis_loo(loglik).pareto_k).all()  # why the floor is where it is
     assert np.isfinite(psis_loo(np.vstack([loglik, loglik[:1]])).pareto_k).all()
-    (tmp_path / "posterior.nc").write_bytes(b"not read")
-    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
-    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
-        SimpleNamespace(posterior=SimpleNamespace(sizes={"chain": 2, "draw": 10})), {},
-        Path("spec.toml"), Path("obs.csv")))
-    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
-    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
-    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
+    _run_that_opens_as(monkeypatch, tmp_path,
+                       SimpleNamespace(sizes={"chain": 2, "draw": 10}))
     assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
     assert (f"{tmp_path} holds 20 posterior draws (chains × draws = 2 × 10); LOO-PIT needs "
             "at least 21 for Pareto smoothing") in capsys.readouterr().err
@@ -558,28 +566,16 @@ def test_ppc_refuses_a_run_too_small_for_pareto_smoothing(monkeypatch, tmp_path,
 
 def test_ppc_refuses_a_run_with_non_finite_draws(monkeypatch, tmp_path, capsys):
     """A run with one NaN draw flagged 44 of 44 groups, gave KS D = nan and exited 0."""
-    from types import SimpleNamespace
 
     import xarray as xr
 
-    import lanternpk.data.load
-    import lanternpk.fit
-    import lanternpk.model
-    import lanternpk.predictive
-    import lanternpk.spec
     from lanternpk.cli import main
     from lanternpk.errors import EXIT_USAGE
 
     sd = np.ones((2, 30))
     sd[0, 5] = np.nan
     posterior = xr.Dataset({"residual_sd": (("chain", "draw"), sd)})
-    (tmp_path / "posterior.nc").write_bytes(b"not read")
-    monkeypatch.setattr(lanternpk.predictive, "resolve_device", lambda device: "cpu")
-    monkeypatch.setattr(lanternpk.fit, "load_run_with_inputs", lambda run_dir, **kw: (
-        SimpleNamespace(posterior=posterior), {}, Path("spec.toml"), Path("obs.csv")))
-    monkeypatch.setattr(lanternpk.spec, "load_spec", lambda path: None)
-    monkeypatch.setattr(lanternpk.data.load, "load_observations", lambda path: None)
-    monkeypatch.setattr(lanternpk.model, "prepare_data", lambda spec, obs, source: None)
+    _run_that_opens_as(monkeypatch, tmp_path, posterior)
     assert main(["ppc", str(tmp_path), "--quiet"]) == EXIT_USAGE
     assert (f"{tmp_path} holds NaN or infinite posterior draws, in residual_sd (chain 0, draw "
             "5); ppc cannot use them") in capsys.readouterr().err
