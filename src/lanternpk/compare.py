@@ -90,6 +90,7 @@ import pandas as pd
 from lanternpk.argtypes import (
     bounded_int,
     draw_count,
+    existing_file,
     non_negative_int,
     positive_int,
     random_seed,
@@ -468,14 +469,16 @@ class _Run:
     data: object
 
 
-def _open_run(run_dir: Path):
+def _open_run(run_dir: Path, data_path: Path | None = None):
     from lanternpk.data.load import load_observations
     from lanternpk.fit import load_run_with_inputs
     from lanternpk.model import prepare_data
     from lanternpk.spec import load_spec
 
     run_dir = Path(run_dir)
-    idata, provenance, spec_path, data_path = load_run_with_inputs(run_dir, command="compare")
+    idata, provenance, spec_path, data_path = load_run_with_inputs(
+        run_dir, command="compare", data_path=data_path,
+        data_hint=", or pass --data FILE (checked against each run's sha256)")
     spec = load_spec(spec_path)
     obs = load_observations(data_path)
     data = prepare_data(spec, obs, source=str(data_path))
@@ -599,7 +602,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
                  draws: int | None = None, is_draws: int = DEFAULT_IS_DRAWS,
                  device: str = "auto", seed: int = DEFAULT_SEED, write: bool = True,
                  log: Callable[[str], None] | None = None,
-                 progressbar: bool = False) -> CompareResult:
+                 progressbar: bool = False, data_path: Path | None = None) -> CompareResult:
     """Score and compare runs fit to the same data; write ``compare.json`` in the first.
 
     Parameters
@@ -629,6 +632,9 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
     progressbar : bool
         Show the sampler's progress bar during each refit (as ``lanternpk fit`` does: only
         when stderr is a terminal).
+    data_path : Path, optional
+        The observations the runs were fit to, when that file has moved since (each run
+        checks it against its recorded sha256); default: the file each run recorded.
 
     Raises
     ------
@@ -666,7 +672,7 @@ def compare_runs(run_dirs: Sequence[Path], *, refit: bool = True,
             path = run_dirs[0] / name
             if path.exists() and not path.is_file():
                 raise UsageError(f"cannot write {path}: it is not a file; move it away")
-    runs = [_open_run(r) for r in run_dirs]
+    runs = [_open_run(r, data_path) for r in run_dirs]
     for run in runs:
         require_psis_draws(run.idata.posterior, run.run_dir, user="compare")
         require_finite_draws(run.idata.posterior, run.run_dir, user="compare")
@@ -773,7 +779,8 @@ def format_report(result: CompareResult) -> str:
 
 def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: int | None,
                         max_refits: int | None, draws: int | None, is_draws: int,
-                        device: str, seed: int, progressbar: bool = True) -> int:
+                        device: str, seed: int, progressbar: bool = True,
+                        data_path: Path | None = None) -> int:
     """CLI handler of ``lanternpk compare``: compare, print the table, return 0.
 
     Pareto-k problems are warnings, not failures; user errors raise
@@ -789,7 +796,7 @@ def run_compare_command(run_dirs: Sequence[Path], *, refit: bool, refit_draws: i
 
     result = compare_runs(run_dirs, refit=refit, refit_draws=refit_draws, max_refits=max_refits,
                           draws=draws, is_draws=is_draws, device=device, seed=seed, log=log,
-                          progressbar=progressbar)
+                          progressbar=progressbar, data_path=data_path)
     print(format_report(result))
     return EXIT_OK
 
@@ -798,7 +805,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return run_compare_command(args.run_dirs, refit=not args.no_refit,
                                refit_draws=args.refit_draws, max_refits=args.max_refits,
                                draws=args.draws, is_draws=args.is_draws, device=args.device,
-                               seed=args.seed, progressbar=not args.quiet)
+                               seed=args.seed, progressbar=not args.quiet,
+                               data_path=args.data)
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -837,6 +845,9 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where JAX evaluates the likelihood (auto: a GPU when present)")
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("--data", type=existing_file, default=None,
+                   help="the observations file the runs were fit to, if it moved "
+                   "(checked against each run's sha256)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar during refits (there is none either when stderr is "
                    "not a terminal)")
