@@ -300,7 +300,7 @@ def _compare_fakes(monkeypatch, *runs) -> int:
 
     opened = {run.run_dir: run for run in runs}
     monkeypatch.setattr(lanternpk.fit, "require_run", lambda run_dir, writable=False: None)
-    monkeypatch.setattr(compare, "_open_run", lambda run_dir: opened[run_dir])
+    monkeypatch.setattr(compare, "_open_run", lambda run_dir, data_path=None: opened[run_dir])
     return main(["compare", *(str(run.run_dir) for run in runs), "--no-refit"])
 
 
