@@ -35,6 +35,7 @@ from lanternpk.errors import (
     UserError,
     format_problems,
     load_all,
+    notice,
     printable,
 )
 from lanternpk.interrupt import handling_interrupts
@@ -113,7 +114,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"\nwrote {result.run_dir} ({result.wall_s:.1f} s: model build, compiling or the "
           "compilation cache, sampling, prior draws)")
     if not result.summary["diagnostics"]["passed"]:
-        print("lanternpk fit: convergence checks FAILED (see diagnostics.json)", file=sys.stderr)
+        notice("fit", "convergence checks FAILED (see diagnostics.json)")
         return EXIT_DIAGNOSTICS
     return EXIT_OK
 
@@ -332,19 +333,17 @@ def _run(argv: Sequence[str] | None) -> int:
     except DataError as err:
         for line in format_problems(err.problems):
             print(f"error: {printable(line, keep=_LAYOUT)}", file=sys.stderr)
-        print(f"lanternpk {args.command}: {len(err.problems)} problem(s) found", file=sys.stderr)
+        notice(args.command, f"{len(err.problems)} problem(s) found")
         return err.exit_code
     except UserError as err:
-        print(f"lanternpk {args.command}: error: {printable(str(err), keep=_LAYOUT)}",
-              file=sys.stderr)
+        notice(args.command, f"error: {err}")
         return err.exit_code
     except OSError as err:  # a file or directory that cannot be read or written
         where = f": {err.filename}" if err.filename else ""
-        print(f"lanternpk {args.command}: error: "
-              f"{printable(f'{err.strerror or err}{where}', keep=_LAYOUT)}", file=sys.stderr)
+        notice(args.command, f"error: {err.strerror or err}{where}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"lanternpk {args.command}: interrupted", file=sys.stderr)
+        notice(args.command, "interrupted")
         return EXIT_USAGE
 
 
