@@ -80,6 +80,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -243,7 +244,7 @@ def animal_records(scores: Sequence[ModelScores]) -> list[dict]:
     for s in scores:
         for a, label in enumerate(s.loao_psis.labels):
             records.append({
-                "model": s.name, "animal": label,
+                "model": s.name, "run_dir": s.run_dir, "animal": label,
                 "elpd_loao": round(float(s.loao_i[a]), 4),
                 "elpd_loao_psis": round(float(s.loao_psis.elpd_i[a]), 4),
                 "pareto_k": round(float(s.loao_psis.pareto_k[a]), 3),
@@ -258,15 +259,25 @@ def animal_records(scores: Sequence[ModelScores]) -> list[dict]:
     return records
 
 
+def run_labels(records: list[dict]) -> list[str]:
+    """How the text output names each run: its spec name, with the run directory added
+    where two runs share a spec name (two seeds or samplers of one spec)."""
+    counts = Counter(r["model"] for r in records)
+    return [r["model"] if counts[r["model"]] == 1 else f"{r['model']} ({r['run_dir']})"
+            for r in records]
+
+
 def format_table(records: list[dict]) -> str:
     """A fixed-width text table of :func:`comparison_table` records."""
-    header = (f"{'rank':>4}  {'model':<16}{'elpd_loo':>10}{'se':>7}{'diff':>8}{'se_diff':>8}"
-              f"{'k>0.7':>7}{'elpd_loao':>11}{'se':>7}{'diff':>8}{'se_diff':>8}"
+    labels = run_labels(records)
+    width = max([16, *(len(label) + 2 for label in labels)])
+    header = (f"{'rank':>4}  {'model':<{width}}{'elpd_loo':>10}{'se':>7}{'diff':>8}"
+              f"{'se_diff':>8}{'k>0.7':>7}{'elpd_loao':>11}{'se':>7}{'diff':>8}{'se_diff':>8}"
               f"{'k>0.7':>7}{'refit':>6}")
     lines = [header]
-    for r in records:
+    for r, label in zip(records, labels, strict=True):
         lines.append(
-            f"{r['rank']:>4}  {r['model']:<16}{r['elpd_loo']:>10.1f}{r['se_loo']:>7.1f}"
+            f"{r['rank']:>4}  {label:<{width}}{r['elpd_loo']:>10.1f}{r['se_loo']:>7.1f}"
             f"{r['elpd_loo_diff']:>8.1f}{r['se_loo_diff']:>8.1f}"
             f"{r['n_rows_k_above_0.7']:>7}{r['elpd_loao']:>11.1f}{r['se_loao']:>7.1f}"
             f"{r['elpd_loao_diff']:>8.1f}{r['se_loao_diff']:>8.1f}"
@@ -768,9 +779,9 @@ def format_report(result: CompareResult) -> str:
              "loo: per ROI row (PSIS); loao: leave one animal out (new-animal predictive; "
              "PSIS, exact refits where Pareto k > 0.7); k>0.7: rows / animals with "
              "unreliable PSIS."]
-    for r in result.records:
+    for r, label in zip(result.records, run_labels(result.records), strict=True):
         if r["warnings"]:
-            lines.append(f"warning ({r['model']}): {r['warnings']}")
+            lines.append(f"warning ({label}): {r['warnings']}")
     written = ", ".join(str(p) for p in result.files) or "nothing (not written)"
     lines += ["", f"compared {len(result.records)} runs in {result.wall_s:.1f} s; "
               f"wrote {written}"]

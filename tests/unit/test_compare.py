@@ -8,13 +8,22 @@ well under 1e-3 per check on fresh seeds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import arviz as az
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal, norm
 
 from lanternpk.cli import main
-from lanternpk.compare import ModelScores, animal_records, comparison_table, proposal
+from lanternpk.compare import (
+    ModelScores,
+    animal_records,
+    comparison_table,
+    format_table,
+    proposal,
+    run_labels,
+)
 from lanternpk.compare_stats import (
     PARETO_K_BAD,
     LooResult,
@@ -195,6 +204,20 @@ def test_comparison_table_ranks_and_differences():
     assert ra["n_animals_k_above_0.7"] == 1 and ra["n_animals_unreliable"] == 1
     assert rb["n_animals_unreliable"] == 0
     assert all(not isinstance(v, dict | list) for r in records for v in r.values())
+
+
+def test_two_runs_of_one_spec_are_told_apart():
+    """Two fits of one spec (two seeds, say) share a spec name: the text table and the
+    per-animal records name their run directories, so their rows can be told apart."""
+    a = _scores("als", [-1.0, -2.0], [-3.0, -4.0], [0.2, 0.3])
+    b = replace(_scores("als", [-1.5, -2.0], [-2.0, -4.5], [0.1, 0.3]), run_dir="runs/seed2")
+    other = _scores("shared_homing", [-9.0, -9.0], [-9.0, -9.0], [0.1, 0.1])
+    records = comparison_table([a, b, other])
+    assert run_labels(records) == ["als (runs/als)", "als (runs/seed2)", "shared_homing"]
+    lines = format_table(records).splitlines()
+    assert "als (runs/als)" in lines[1] and "als (runs/seed2)" in lines[2]
+    assert len({len(line) for line in lines}) == 1  # the columns stay aligned
+    assert {r["run_dir"] for r in animal_records([a, b])} == {"runs/als", "runs/seed2"}
 
 
 def test_log_mean_exp_is_stable():
