@@ -50,12 +50,15 @@ from lanternpk.compile_cache import ENV_VAR as CACHE_ENV
 from lanternpk.compile_cache import enable_compile_cache
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.data.simulate import Sacrifice, load_truth, simulate_study
+from lanternpk.demo import demo_files
 from lanternpk.fit import library_versions
 from lanternpk.inference import SamplerSettings, sample
 from lanternpk.model import build_model, prepare_data
 from lanternpk.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The bundled ALS-like study and the default spec (the demo's files).
+STUDY = demo_files(ROOT)
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -72,9 +75,8 @@ def cpu_name() -> str:
 def _study(n_animals: int):
     """Observations and standard curve of the ALS design with ``n_animals`` animals."""
     if n_animals == 16:
-        return (load_observations(ROOT / "data/als_mouse/observations.csv"),
-                load_calibration(ROOT / "data/als_mouse/calibration.csv"))
-    truth = load_truth(ROOT / "data/truths/als_mouse.toml")
+        return (load_observations(STUDY.observations), load_calibration(STUDY.calibration))
+    truth = load_truth(STUDY.truth)
     per_group = n_animals // (2 * len(truth.design.sacrifice))
     design = truth.design.model_copy(update={"sacrifice": [
         Sacrifice(time_h=g.time_h, animals=per_group) for g in truth.design.sacrifice]})
@@ -102,7 +104,7 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
 
 
 def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) -> dict:
-    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
+    spec = load_spec(STUDY.spec)
     obs, cal = _study(n_animals)
     start = time.perf_counter()
     model = build_model(spec, prepare_data(spec, obs), cal)
@@ -135,9 +137,8 @@ def cli_fit_seconds(cache: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "lanternpk.cli", "fit",
-                        str(ROOT / "data/als_mouse/observations.csv"),
-                        "--model", str(ROOT / "models/muse_vs_msc.toml"),
-                        "--calibration", str(ROOT / "data/als_mouse/calibration.csv"),
+                        str(STUDY.observations), "--model", str(STUDY.spec),
+                        "--calibration", str(STUDY.calibration),
                         "--out", str(Path(tmp) / "run")],
                        check=True, capture_output=True,
                        env={**os.environ, "XLA_FLAGS": "", CACHE_ENV: str(cache)})
@@ -175,7 +176,7 @@ def ode_gradient_seconds(n_animals: int = 16) -> float:
             rows.append(sol[idx])
         return pt.stack(rows)[:, None, :]
 
-    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
+    spec = load_spec(STUDY.spec)
     obs, cal = _study(n_animals)
     data = prepare_data(spec, obs)
     original = model_module.organ_cells

@@ -39,13 +39,13 @@ PRESETS = ("CPU_OPT_PRESET_DEFAULT", "CPU_OPT_PRESET_FAST_RUNTIME",
 
 def _problem(chains: int):
     """The ALS study's flat log density and starting points (``inference._flat_problem``)."""
-    from fit import _study  # bench/fit.py, beside this script
+    from fit import STUDY, _study  # bench/fit.py, beside this script
 
     from lanternpk.inference import SamplerSettings, _flat_problem
     from lanternpk.model import build_model, prepare_data
     from lanternpk.spec import load_spec
 
-    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
+    spec = load_spec(STUDY.spec)
     obs, calibration = _study(16)
     model = build_model(spec, prepare_data(spec, obs), calibration)
     return _flat_problem(model, SamplerSettings(chains=chains))

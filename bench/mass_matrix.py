@@ -33,7 +33,7 @@ from pathlib import Path
 import arviz as az
 import jax
 import numpy as np
-from fit import cpu_name  # bench/fit.py, beside this script
+from fit import STUDY, cpu_name  # bench/fit.py, beside this script
 from numpyro.infer import MCMC, NUTS
 
 from lanternpk.data.load import load_calibration, load_observations
@@ -73,9 +73,9 @@ def run_nuts(problem, settings: SamplerSettings, label: str, **nuts_options) -> 
 
 def main() -> None:
     jax.config.update("jax_enable_x64", True)
-    spec = load_spec(ROOT / "models/muse_vs_msc.toml")
-    data = prepare_data(spec, load_observations(ROOT / "data/als_mouse/observations.csv"))
-    model = build_model(spec, data, load_calibration(ROOT / "data/als_mouse/calibration.csv"))
+    spec = load_spec(STUDY.spec)
+    data = prepare_data(spec, load_observations(STUDY.observations))
+    model = build_model(spec, data, load_calibration(STUDY.calibration))
     settings = SamplerSettings()
     problem = _flat_problem(model, settings)
 

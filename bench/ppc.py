@@ -69,7 +69,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPEC = "models/muse_vs_msc.toml"
 REGIONS = ("lung", "femur", "damaged_organ", "spinal_cord", "whole_body")
 TARGET_RATIO = 100.0
 
@@ -217,12 +216,13 @@ def run(args) -> dict:
     import arviz as az
     import pymc as pm
 
+    from lanternpk.demo import demo_files
     from lanternpk.model import build_model, prepare_data
     from lanternpk.predictive import chunk_size, iter_simulate, parameter_draws, resolve_device
     from lanternpk.spec import load_spec
 
     wall0 = time.perf_counter()
-    spec = load_spec(SPEC)
+    spec = load_spec(demo_files(Path(__file__).resolve().parents[1]).spec)
     obs = make_design(args.animals, args.times)
     data = prepare_data(spec, obs, source="bench design")
     n_rows = data.log_flux.size
@@ -321,6 +321,8 @@ def run(args) -> dict:
 
 
 def markdown(r: dict) -> str:
+    from lanternpk.demo import DEMO_SPEC
+
     m, p = r["machine"], r["problem"]
     v = m["versions"]
     gpu_line = ("**GPU**: none visible to JAX in this run (JAX backend "
@@ -363,7 +365,7 @@ def markdown(r: dict) -> str:
         f"**Problem**: {p['draws']} posterior draws × {p['animals']} animals × {p['times']} "
         f"times × {len(p['regions'])} in vivo regions = {p['rows']:,} rows per draw, "
         f"{p['observations']:.3g} simulated observations (log flux + below-LOD flag, copied "
-        f"to host), spec `{SPEC}`. Parameter draws: a fake posterior of prior draws "
+        f"to host), spec `{DEMO_SPEC}`. Parameter draws: a fake posterior of prior draws "
         f"(`pm.sample_prior_predictive`, {r['fake_posterior_s']:.1f} s).", "",
         f"**Machine**: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
         f"{m['platform']}; load average at the end of the run (1, 5, 15 min): "

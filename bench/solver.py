@@ -104,6 +104,7 @@ from pytensor.tensor.slinalg import expm as pt_expm
 import lanternpk.model
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.data.simulate import load_truth, simulate_study, write_study
+from lanternpk.demo import demo_files
 from lanternpk.model import ModelData, build_model, prepare_data
 from lanternpk.solver.reference import rate_matrix
 from lanternpk.spec import ModelSpec, load_spec
@@ -116,8 +117,7 @@ except ImportError:  # the diffrax rows are skipped
 jax.config.update("jax_enable_x64", True)
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "models" / "muse_vs_msc.toml"
-TRUTH = ROOT / "data" / "truths" / "als_mouse.toml"
+SPEC, TRUTH = demo_files(ROOT).spec, demo_files(ROOT).truth
 #: Tolerances of the diffrax solves (relative, absolute on fractions of the dose).
 DIFFRAX_RTOL, DIFFRAX_ATOL = 1e-8, 1e-10
 #: Targets from the project issue: ours / alternative speed-up at least this much.

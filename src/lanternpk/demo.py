@@ -12,6 +12,7 @@ simulation-based calibration of the default spec recorded in ``bench/results/sbc
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from lanternpk.data.load import load_calibration, load_observations
@@ -24,6 +25,26 @@ DEMO_STUDY = "als_mouse"
 DEMO_SPEC = "models/muse_vs_msc.toml"
 #: The recorded SBC campaign of DEMO_SPEC (bench/sbc.md), shown in the demo report.
 DEMO_SBC = "bench/results/sbc"
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """Where a checkout keeps the demo's study (the ALS-like one), its truth and the spec
+    it is fit with; the benchmarks in ``bench/`` use the same files."""
+
+    observations: Path
+    calibration: Path
+    truth: Path
+    spec: Path
+
+
+def demo_files(root: Path) -> DemoFiles:
+    """The demo's files in the checkout at ``root``."""
+    study = root / "data" / DEMO_STUDY
+    return DemoFiles(observations=study / "observations.csv",
+                     calibration=study / "calibration.csv",
+                     truth=root / "data" / "truths" / f"{DEMO_STUDY}.toml",
+                     spec=root / DEMO_SPEC)
 
 
 def bundled_studies(root: Path) -> list[Path]:
@@ -96,10 +117,10 @@ def run_demo(*, root: Path, out: Path, settings: SamplerSettings | None = None,
         print(describe(observations, calibration, source=str(study / "observations.csv"),
                        calibration_source=str(calibration_file)))
         print()
-    study = root / "data" / DEMO_STUDY
-    print(f"fitting {DEMO_SPEC} to {study / 'observations.csv'} …", flush=True)
-    result = fit(study / "observations.csv", root / DEMO_SPEC, out / REPORT_RUN_DIR,
-                 calibration_path=study / "calibration.csv",
+    files = demo_files(root)
+    print(f"fitting {DEMO_SPEC} to {files.observations} …", flush=True)
+    result = fit(files.observations, files.spec, out / REPORT_RUN_DIR,
+                 calibration_path=files.calibration,
                  settings=settings or SamplerSettings(),
                  command=["lanternpk", "demo", "--root", str(root), "--out", str(out)],
                  overwrite=True)

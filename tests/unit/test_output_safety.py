@@ -368,6 +368,17 @@ def test_fit_overwrite_refuses_a_run_whose_ppc_holds_the_users_files(root, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_the_demo_files_are_in_the_checkout(root):
+    """The demo and the benchmarks in bench/ read the bundled study through ``demo_files``."""
+    from dataclasses import astuple
+
+    from lanternpk.demo import demo_files
+
+    files = demo_files(root)
+    assert all(path.is_file() for path in astuple(files)), files
+    assert files.observations.parent.name == files.truth.stem  # the study and its truth
+
+
 def test_demo_replaces_only_a_run_demo_wrote(root, tmp_path, capsys):
     """`demo --out DIR` silently replaced DIR/run when it held the user's own fit."""
     import json
