@@ -346,6 +346,26 @@ def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
         load_run_report(copy)
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda data: data[:-30], r"a PNG file cut short \(\d+ bytes, its chunk at byte \d+ needs"),
+    (lambda data: data[:8], r"a PNG file cut short \(8 bytes, no end chunk\)"),
+    (lambda data: data[:40] + bytes([data[40] ^ 1]) + data[41:], r"a damaged PNG file \(the "
+     r"chunk at byte \d+ fails its CRC\)"),
+])
+def test_a_cut_short_or_damaged_png_is_refused(run_dir, tmp_path, damage, message):
+    """A figure with a PNG signature but cut short (a copy interrupted, a full disk) was
+    embedded as it was, and showed as a broken image in the report."""
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "ppc").mkdir()
+    whole = _png_bytes()
+    (copy / "ppc/intervals.png").write_bytes(whole)
+    assert load_run_report(copy).ppc_figures == [("intervals", whole)]
+    (copy / "ppc/intervals.png").write_bytes(damage(whole))
+    with pytest.raises(UsageError, match=r"intervals\.png: " + message):
+        load_run_report(copy)
+
+
 @pytest.mark.parametrize("content", ["[1, 2]", "[null]", '{"groups": 5}', "42",
                                      '[{"a": 1}]'])
 def test_a_coverage_file_of_the_wrong_shape_is_a_usage_error(run_dir, tmp_path, content):

@@ -17,6 +17,8 @@ import json
 import os
 import re
 import shlex
+import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +134,7 @@ def load_run_report(run_dir: str | os.PathLike) -> RunReport:
                          "writes); run `lanternpk ppc` again")
     pngs = []
     for path in sorted(ppc_dir.glob("*.png")):
-        data = path.read_bytes()
-        if not data.startswith(_PNG_SIGNATURE):
-            raise UsageError(f"{path}: not a PNG file")
-        pngs.append((path.stem, data))
+        pngs.append((path.stem, read_png(path)))
     return RunReport(run_dir=run_dir, summary=summary, design=design, provenance=provenance,
                      diagnostics=diagnostics,
                      engraftment=engraftment_quantiles(idata.posterior, design),
@@ -235,11 +234,42 @@ def load_sbc(sbc_dir: str | os.PathLike) -> dict:
                          + "; ".join(problems[:MAX_LISTED]) + "; run `lanternpk sbc` again")
     png = None
     if (sbc_dir / "sbc_ecdf.png").is_file():
-        data = (sbc_dir / "sbc_ecdf.png").read_bytes()
-        if not data.startswith(_PNG_SIGNATURE):
-            raise UsageError(f"{sbc_dir / 'sbc_ecdf.png'}: not a PNG")
-        png = _png("sbc_ecdf.png", data)
+        png = _png("sbc_ecdf.png", read_png(sbc_dir / "sbc_ecdf.png"))
     return {"dir": str(sbc_dir), "summary": summary, "figure": png}
+
+
+def read_png(path: Path) -> bytes:
+    """The bytes of a figure a command wrote, once they read as a whole PNG file.
+
+    Checked: the signature, then every chunk's length and CRC up to ``IEND`` (the image
+    data are not decoded), so that a truncated or damaged figure (a copy cut short, a disk
+    that filled up) is named instead of being embedded as a broken image.
+
+    Raises
+    ------
+    UsageError
+        The file is not a PNG, is cut short, or a chunk fails its CRC.
+    """
+    data = path.read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        raise UsageError(f"{path}: not a PNG file")
+    start = len(_PNG_SIGNATURE)
+    while True:
+        if start + 12 > len(data):
+            raise UsageError(f"{path}: a PNG file cut short ({len(data)} bytes, no end "
+                             "chunk); write it again")
+        length, kind = struct.unpack(">I4s", data[start:start + 8])
+        end = start + 12 + length
+        if end > len(data):
+            raise UsageError(f"{path}: a PNG file cut short ({len(data)} bytes, its "
+                             f"chunk at byte {start} needs {end}); write it again")
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[start + 4:end - 4]) != crc:
+            raise UsageError(f"{path}: a damaged PNG file (the chunk at byte {start} fails "
+                             "its CRC); write it again")
+        if kind == b"IEND":
+            return data
+        start = end
 
 
 # --- formatting ------------------------------------------------------------------------------
