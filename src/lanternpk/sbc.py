@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
 import time
@@ -379,11 +378,8 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
     -------
     dict
         ``index``, ``status`` ``"ok"``, ``ranks`` (quantity → rank in 0…L), ``n_draws`` (L),
-        ``diagnostics`` (divergences, max R-hat and min bulk ESS over the population
-        parameters), ``wall_s``, ``sampler_seed``, ``host``.
+        ``diagnostics`` (:func:`fit_diagnostics`), ``wall_s``, ``sampler_seed``, ``host``.
     """
-    import arviz as az
-
     from lanternpk.fit import design_record
     from lanternpk.inference import SamplerSettings, sample
     from lanternpk.model import build_model, prepare_data
@@ -403,21 +399,11 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
     keep = thin_indices(s.chains * s.draws, s.thin_to)
     rng = np.random.default_rng(rank_seed)
     ranks = {name: rank(task.truth[name], post[name][keep], rng) for name in task.truth}
-    population = [v for v in POPULATION if v in idata.posterior]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ess = az.ess(idata, var_names=population)
-        ess_min = min(float(np.nanmin(ess[v].values)) for v in population)
-        rhat_max = float("nan")  # R-hat needs two chains or more
-        if s.chains > 1:
-            rhat = az.rhat(idata, var_names=population)
-            rhat_max = max(float(np.nanmax(rhat[v].values)) for v in population)
-    divergences = int(idata.sample_stats["diverging"].sum())
+    diagnostics = fit_diagnostics(idata)
     del model, idata, post
     _release_compiled()
     return {"index": task.index, "key": task.key, "dataset_sha256": task.dataset_sha256,
-            "status": "ok", "ranks": ranks, "n_draws": len(keep),
-            "diagnostics": {"divergences": divergences,
-                            "rhat_max": _finite(rhat_max), "ess_bulk_min": _finite(ess_min)},
+            "status": "ok", "ranks": ranks, "n_draws": len(keep), "diagnostics": diagnostics,
             "wall_s": round(time.perf_counter() - start, 2), "sampler_seed": sampler_seed,
             "host": platform.node(), "pid": os.getpid()}
 
@@ -434,8 +420,20 @@ def _release_compiled() -> None:
     gc.collect()
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+def fit_diagnostics(idata) -> dict:
+    """Divergences, max R-hat and min bulk ESS over the population parameters of one fit.
+
+    The same computation as ``lanternpk fit``'s checks
+    (:func:`lanternpk.diagnostics.check_convergence`): a single chain's R-hat is that of its
+    two halves, so the default one-chain campaign has one too; a value that cannot be
+    computed is ``None``.
+    """
+    from lanternpk.diagnostics import check_convergence
+
+    population = [v for v in POPULATION if v in idata.posterior]
+    checked = check_convergence(idata, population)
+    return {"divergences": checked["divergences"], "rhat_max": checked["rhat_max"],
+            "ess_bulk_min": checked["ess_bulk_min"]}
 
 
 # --- orchestration ------------------------------------------------------------------------
@@ -859,7 +857,8 @@ def _execute(tasks, out, *, n, n_done, timeout_s, progress, backend, task_fn) ->
 
 def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int) -> dict:
     """Ranks, uniformity tests and failures of the campaign's records (no fitting)."""
-    from lanternpk.sbc_stats import uniformity_tests
+    from lanternpk.diagnostics import RHAT_MAX
+    from lanternpk.sbc_stats import family_of, uniformity_tests
 
     records, failed, missing = {}, [], []
     for index in range(n):
@@ -880,7 +879,7 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
     quantities_out = []
     for name in names:
         t = tests["quantities"][name]
-        quantities_out.append({"name": name, "family": name.split("[", 1)[0],
+        quantities_out.append({"name": name, "family": family_of(name),
                                "chi_square_p": t["chi_square"]["p_value"],
                                "chi_square_p_asymptotic": t["chi_square"]["p_value_asymptotic"],
                                "chi_square_statistic": t["chi_square"]["statistic"],
@@ -903,7 +902,7 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
         "fit_diagnostics": {
             "fits_with_divergences": sum(d["divergences"] > 0 for d in diag),
             "divergences_total": sum(d["divergences"] for d in diag),
-            "fits_rhat_gt_1_01": sum(d["rhat_max"] is not None and d["rhat_max"] > 1.01
+            "fits_rhat_gt_1_01": sum(d["rhat_max"] is not None and d["rhat_max"] > RHAT_MAX
                                      for d in diag),
             "fits_rhat_not_computed": sum(d["rhat_max"] is None for d in diag),
             "fits_ess_below_L": sum((d["ess_bulk_min"] or 0.0) < n_draws for d in diag),
@@ -948,12 +947,17 @@ def write_outputs(out: Path, summary: dict, dest: Path | None = None) -> list[Pa
 
 def format_summary(summary: dict) -> str:
     """A few lines: fits done/failed, tests, failing quantities."""
+    from lanternpk.diagnostics import RHAT_MAX
+
     fd = summary["fit_diagnostics"]
     lines = [f"SBC: {summary['n_ok']} of {summary['n_requested']} fits ok, "
              f"{summary['n_failed']} failed, {summary['n_missing']} missing; "
              f"L = {summary['n_draws']} draws; {summary['n_quantities']} quantities",
-             f"fits with divergences: {fd['fits_with_divergences']}; R-hat > 1.01: "
-             f"{fd['fits_rhat_gt_1_01']}; bulk ESS < L: {fd['fits_ess_below_L']}"]
+             f"fits with divergences: {fd['fits_with_divergences']}; R-hat > {RHAT_MAX}: "
+             f"{fd['fits_rhat_gt_1_01']}"
+             + (f" (not computed for {fd['fits_rhat_not_computed']})"
+                if fd.get("fits_rhat_not_computed") else "")
+             + f"; bulk ESS < L: {fd['fits_ess_below_L']}"]
     if summary["n_ok"]:
         lines.append(f"uniformity (chi-square and ECDF, family-wise α = {summary['alpha']}, "
                      f"per test p < {summary['per_test_threshold']:.2g}): "
@@ -961,8 +965,9 @@ def format_summary(summary: dict) -> str:
                         else "FAILED: " + ", ".join(summary["calibration_failures"])))
     for f in summary["failed_fits"]:
         last = f["attempts"][-1] if f["attempts"] else {}
+        error = (last.get("error") or "").splitlines()
         lines.append(f"failed fit {f['index']}: {last.get('status')}: "
-                     f"{(last.get('error') or '').splitlines()[-1:]}")
+                     f"{error[-1] if error else 'no message'}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ uniform on ``{0, …, L}`` (Talts et al. 2018). Two tests per quantity:
 * **chi-square** on the ranks in ``bins`` near-equal bins of the ``L + 1`` rank values
   (expected counts proportional to bin widths);
 * **ECDF** (Säilynoja, Bürkner & Vehtari 2022): the smallest two-sided pointwise binomial tail
-  probability of the rank ECDF over ``K`` evaluation points.
+  probability of the rank ECDF at ``K − 1`` interior evaluation points (on the rank grid).
 
 Both p-values come from simulating uniform ranks with the same ``N`` and ``L``
 (:func:`uniform_null`), as does the simultaneous confidence band of the ECDF-difference plot.
@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
+
+from lanternpk.errors import UsageError
 
 #: Default number of ECDF evaluation points (at most L + 1).
 ECDF_POINTS = 100
@@ -143,9 +145,16 @@ def chi_square_test(ranks: np.ndarray, n_draws: int, bins: int = 10,
 
 
 def ecdf_points(n_draws: int, points: int = ECDF_POINTS) -> np.ndarray:
-    """Evaluation points ``z`` in (0, 1) of the rank ECDF (fractional rank ``(r + 1)/(L + 1)``)."""
+    """Evaluation points ``z`` in (0, 1) of the rank ECDF (fractional rank ``(r + 1)/(L + 1)``).
+
+    The ``points − 1`` interior points of an even grid, each moved down onto the rank grid
+    ``m / (L + 1)``: there the ECDF of uniform ranks has expectation exactly ``z`` (between
+    grid points it is a step below ``z``). When ``L + 1`` is a multiple of ``points`` (the
+    default L = 99) the grid is unchanged, ``j / points``.
+    """
     k = min(points, n_draws + 1)
-    return np.arange(1, k) / k
+    steps = np.unique(np.arange(1, k) * (n_draws + 1) // k)
+    return steps[steps > 0] / (n_draws + 1)
 
 
 def _ecdf_counts(ranks: np.ndarray, n_draws: int, z: np.ndarray) -> np.ndarray:
@@ -299,8 +308,10 @@ def uniformity_tests(ranks: dict[str, np.ndarray], n_draws: int, *, alpha: float
     # simulated p-values resolve 1/(M + 1): enough sets that the threshold is reachable
     simulations = max(ECDF_SIMULATIONS, math.ceil(2 / threshold))
     if simulations > MAX_SIMULATIONS:
-        raise ValueError(f"a per-test threshold of {threshold:.2g} needs {simulations} "
-                         f"simulated rank sets, more than {MAX_SIMULATIONS}; raise alpha")
+        raise UsageError(f"{n_distinct} distinct quantities at a family-wise alpha of {alpha:g} "
+                         f"give a per-test threshold of {threshold:.2g}, which needs "
+                         f"{simulations} simulated rank sets, more than {MAX_SIMULATIONS}; "
+                         "run again with a larger --alpha (the fits are kept)")
     nulls = uniform_null(n, n_draws, seed=seed, simulations=simulations, bins=bins)
     null = nulls.ecdf
     results = {}

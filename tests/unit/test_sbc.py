@@ -25,21 +25,25 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from lanternpk.errors import DataError
+from lanternpk.errors import DataError, UsageError
 from lanternpk.sbc import (
     ExecutorBackend,
     FitTask,
     SbcSettings,
     design_observations,
     finished,
+    fit_diagnostics,
     fit_path,
+    format_summary,
     load_design,
     run_tasks,
     write_record,
 )
 from lanternpk.sbc_stats import (
+    _ecdf_counts,
     bin_edges,
     chi_square_test,
+    ecdf_points,
     ecdf_test,
     rank,
     simultaneous_band,
@@ -132,6 +136,31 @@ def test_ecdf_test_and_band():
     band = simultaneous_band(200, L, null, 0.05)
     assert np.all(np.array(band["lower"]) <= 0) and np.all(np.array(band["upper"]) >= 0)
     assert 0 < band["gamma"] < 0.05
+
+
+@pytest.mark.parametrize("n_draws", [L, 148, 30, 250])
+def test_ecdf_points_lie_on_the_rank_grid(n_draws):
+    """With L + 1 not a multiple of the 100 points (--thin-to 148), the points were j/100 and
+    the ECDF of uniform ranks there has expectation floor(z (L + 1))/(L + 1), not z: the
+    plotted difference and the binomial tails were off by up to 1/(L + 1)."""
+    z = ecdf_points(n_draws)
+    assert np.all((z > 0) & (z < 1)) and np.all(np.diff(z) > 0)
+    assert len(z) == min(100, n_draws + 1) - 1
+    every_rank_once = np.arange(n_draws + 1)  # the ECDF of exactly uniform ranks
+    np.testing.assert_allclose(_ecdf_counts(every_rank_once, n_draws, z)[0] / (n_draws + 1), z,
+                               rtol=0, atol=1e-12)
+    if n_draws == L:  # the default: unchanged
+        np.testing.assert_allclose(z, np.arange(1, 100) / 100, rtol=0, atol=1e-15)
+
+
+def test_too_many_quantities_for_the_simulated_p_values_is_a_usage_error():
+    """Was a ValueError traceback after every fit had run; the fits are kept, so a larger
+    --alpha resumes them."""
+    rng = np.random.default_rng(7)
+    ranks = {f"q{i}": r for i, r in enumerate(rng.integers(0, L + 1, size=(2600, 20)))}
+    with pytest.raises(UsageError, match=r"2600 distinct quantities at a family-wise alpha of "
+                                         r"0\.001 .* run again with a larger --alpha"):
+        uniformity_tests(ranks, L, alpha=1e-3, seed=0)
 
 
 def test_uniformity_tests_flag_only_the_miscalibrated_quantity():
@@ -456,6 +485,32 @@ def test_a_service_that_is_not_a_dask_scheduler_is_named_not_a_traceback():
         done.set()
         thread.join(5)
         server.close()
+
+
+def test_one_chain_fits_get_the_split_r_hat_of_fit():
+    """SBC's default is one chain per fit, and fit_task left R-hat out with one chain: every
+    default campaign recorded R-hat null and printed 'R-hat > 1.01: 0'."""
+    import arviz as az
+
+    rng = np.random.default_rng(6)
+    drift = np.linspace(0.0, 5.0, 400)[None, :] + rng.normal(size=(1, 400))
+    idata = az.from_dict(posterior={"sd_loss": rng.normal(size=(1, 400)), "release": drift},
+                         sample_stats={"diverging": np.zeros((1, 400), bool),
+                                       "energy": rng.normal(size=(1, 400))})
+    diagnostics = fit_diagnostics(idata)
+    assert diagnostics["rhat_max"] > 1.1 and diagnostics["divergences"] == 0
+    assert 0 < diagnostics["ess_bulk_min"] < 400  # the drifting chain's
+
+
+def test_the_summary_names_uncomputed_r_hats_and_the_last_error_line():
+    summary = {"n_ok": 0, "n_requested": 2, "n_failed": 1, "n_missing": 1, "n_draws": L,
+               "n_quantities": 0, "failed_fits": [{"index": 3, "attempts": [
+                   {"status": "error", "error": "Traceback ...\nValueError: cannot rank NaN"}]}],
+               "fit_diagnostics": {"fits_with_divergences": 0, "fits_rhat_gt_1_01": 0,
+                                   "fits_rhat_not_computed": 2, "fits_ess_below_L": 0}}
+    text = format_summary(summary)
+    assert "R-hat > 1.01: 0 (not computed for 2)" in text
+    assert "failed fit 3: error: ValueError: cannot rank NaN" in text  # not "['ValueError…']"
 
 
 def test_sbc_json_is_valid_json_when_a_statistic_is_not_finite(tmp_path):
