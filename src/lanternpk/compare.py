@@ -335,8 +335,8 @@ def proposal(effects: np.ndarray):
 
 
 def held_out_log_density(population: dict[str, np.ndarray], effects: np.ndarray, spec,
-                         data_a, *, is_draws: int, seed: int, device="cpu"
-                         ) -> tuple[float, float, float]:
+                         data_a, *, is_draws: int, seed: int, n_chains: int = 1,
+                         device="cpu") -> tuple[float, float, float]:
     """``log p(y_a | y_−a)`` of a held-out animal by importance sampling of new effects.
 
     Parameters
@@ -355,13 +355,16 @@ def held_out_log_density(population: dict[str, np.ndarray], effects: np.ndarray,
         Proposal draws per population draw.
     seed : int
         Seed of the proposal draws.
+    n_chains : int
+        Chains the population draws were stacked from (chain-major), for the MC error.
     device : str or jax.Device
         Where JAX evaluates the likelihood.
 
     Returns
     -------
     value, pareto_k, mc_se
-        As :func:`importance_log_mean` (nats).
+        As :func:`importance_log_mean` (nats); the MC error counts each population draw's
+        ``is_draws`` ratios as one group.
     """
     from scipy.stats import multivariate_normal
 
@@ -385,7 +388,7 @@ def held_out_log_density(population: dict[str, np.ndarray], effects: np.ndarray,
     pred = simulate(params, spec, data_a, mode="same_animals", seed=seed, device=device,
                     with_observed=True)
     log_ratio = log_ratio + pred.log_lik.sum(axis=1)
-    return importance_log_mean(log_ratio)
+    return importance_log_mean(log_ratio, group_size=is_draws, n_chains=n_chains)
 
 
 def marginal_animal_log_lik(params: dict[str, np.ndarray], spec, data, *, is_draws: int,
@@ -593,7 +596,9 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
     images = np.array([run.data.images.index(i) for i in data_a.images])
     effects = _effect_matrix(full_params, a, images)
     value, k, mc_se = held_out_log_density(population, effects, run.spec, data_a,
-                                           is_draws=is_draws, seed=seed, device=device)
+                                           is_draws=is_draws, seed=seed,
+                                           n_chains=refit.posterior.sizes["chain"],
+                                           device=device)
     return value, k, mc_se, converged
 
 

@@ -274,8 +274,8 @@ def elpd_difference(best_i: np.ndarray, other_i: np.ndarray) -> tuple[float, flo
     return float(np.sum(d)), elpd_se(d)
 
 
-def importance_log_mean(log_ratio: np.ndarray, *, reff: float = 1.0
-                        ) -> tuple[float, float, float]:
+def importance_log_mean(log_ratio: np.ndarray, *, reff: float = 1.0, group_size: int = 1,
+                        n_chains: int = 1) -> tuple[float, float, float]:
     """``log mean(exp(log_ratio))`` with Pareto-smoothed ratios, its Pareto k and MC error.
 
     Parameters
@@ -284,7 +284,17 @@ def importance_log_mean(log_ratio: np.ndarray, *, reff: float = 1.0
         Log importance ratios (log target density − log proposal density, times the
         integrand), e.g. ``log p(y | θ_s, b_s) + log N(b_s) − log q(b_s)``.
     reff : float
-        Relative efficiency of the draws.
+        Relative efficiency of the draws (Pareto smoothing; and the MC error when
+        ``n_chains`` is 1).
+    group_size : int
+        Ratios come in consecutive groups of this many that share one outer draw (``M``
+        proposal draws per MCMC draw ``θ_s``). They are correlated through ``θ_s``, so the
+        MC error is that of the ``n / group_size`` group means, not of ``n`` independent
+        ratios (which understates it up to ``sqrt(group_size)``-fold).
+    n_chains : int
+        The groups are MCMC draws stacked chain-major from this many chains; with two or
+        more, the group means count by their effective sample size (ArviZ's ``ess``,
+        method ``"mean"``), so autocorrelated draws are not counted as independent.
 
     Returns
     -------
@@ -293,15 +303,21 @@ def importance_log_mean(log_ratio: np.ndarray, *, reff: float = 1.0
     pareto_k : float
         Shape of the ratios' tail (``> 0.7``: unreliable).
     mc_se : float
-        Approximate Monte Carlo standard error of ``value`` (delta method: ``sd(ratio) /
-        (sqrt(n · reff) · mean(ratio))``).
+        Approximate Monte Carlo standard error of ``value``, nats (delta method:
+        ``sd(group mean of ratio) / (sqrt(ESS of the group means) · mean(ratio))``).
     """
     import arviz as az
 
     log_ratio = np.asarray(log_ratio, dtype=float).ravel()
+    if group_size < 1 or log_ratio.size % group_size:
+        raise ValueError(f"{log_ratio.size} ratios do not split into groups of {group_size}")
     smoothed, k = az.psislw(log_ratio[None, :].copy(), reff=reff, normalize=False)
     smoothed = np.asarray(smoothed).ravel()
     value = float(log_mean_exp(smoothed))
-    rel = np.exp(smoothed - value)
-    mc_se = float(np.std(rel, ddof=1) / np.sqrt(rel.size * reff))
+    means = np.exp(smoothed - value).reshape(-1, group_size).mean(axis=1)
+    ess = means.size * reff
+    if n_chains >= 2 and means.size % n_chains == 0:
+        chains = means.reshape(n_chains, -1)
+        ess = float(az.ess(chains, method="mean")) if np.ptp(chains) > 0 else means.size
+    mc_se = float(np.std(means, ddof=1) / np.sqrt(ess))
     return value, float(np.asarray(k).ravel()[0]), mc_se
