@@ -164,6 +164,12 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
                        q_ct) -> dict[tuple, np.ndarray]:
     """``time_to_undetectable_d`` draws of each cell type × detection region × modality.
 
+    The "expected signal" of DESIGN.md is read as the model's mean structure for the
+    typical animal: live cells × photons per cell × transmission + background, with random
+    effects at zero, image gain 1 and no residual, i.e. the median of the log-normal
+    measurement (its mean is larger: the residual and the image gains are log-normal).
+    Truth files and posteriors use the same definition.
+
     The kinetics on :data:`DETECTION_GRID_D` run in blocks of :data:`GRID_BLOCK_DRAWS`
     draws; ``f``, ``r``, ``k`` and ``q_ct`` are the stacked draws of :func:`estimand_draws`.
     """

@@ -71,6 +71,7 @@ import pandas as pd
 from lanternpk.argtypes import existing_file, positive_int, random_seed, run_path
 from lanternpk.compare_stats import (
     MIN_PSIS_DRAWS,
+    PARETO_K_BAD,  # a LOO-PIT value with a larger Pareto k is unreliable
     relative_efficiency,
     require_finite_draws,
     require_psis_draws,
@@ -86,8 +87,6 @@ DEFAULT_SEED = 20261125
 LEVELS = (0.5, 0.9)
 #: Confidence of the binomial / predictive intervals behind a flag.
 FLAG_CONFIDENCE = 0.99
-#: Pareto k above which a LOO-PIT value is unreliable.
-PARETO_K_BAD = 0.7
 
 
 # --- PIT, coverage and flags (pure functions) ----------------------------------------------
