@@ -306,15 +306,25 @@ def _escaping_stdout() -> Iterator[None]:
         sys.stdout = stream
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run the command line; return the exit status.
+
+    ``exiting``: the process exits right after (the ``lanternpk`` executable,
+    :func:`console_main`), so SIGINT and SIGTERM are ignored once the command has returned
+    (:mod:`lanternpk.interrupt`).
+    """
     warnings.filterwarnings("ignore", message=ARVIZ_REFACTOR_NOTICE, category=FutureWarning)
     _escape_unencodable_output()
     with _escaping_stdout():
-        return _run(argv)
+        return _run(argv, exiting=exiting)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def console_main() -> None:
+    """The ``lanternpk`` executable: run the command line and exit with its status."""
+    sys.exit(main(exiting=True))
+
+
+def _run(argv: Sequence[str] | None, *, exiting: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]
@@ -328,7 +338,7 @@ def _run(argv: Sequence[str] | None) -> int:
         enable_compile_cache()
     handler: Handler = args.handler
     try:
-        with handling_interrupts():
+        with handling_interrupts(then_ignore=exiting):
             return handler(args)
     except DataError as err:
         for line in format_problems(err.problems):
@@ -348,4 +358,4 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

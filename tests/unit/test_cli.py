@@ -66,3 +66,25 @@ def test_a_path_with_an_escape_sequence_is_printed_escaped(root, tmp_path, capsy
     assert "\x1b" not in printed
     assert "study\\x1b[2J" in printed and "\n" in printed
     assert (out / "observations.csv").is_file()  # the directory itself keeps its real name
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_command_returned_leaves_its_exit_status(root, signum):
+    """A Ctrl-C (or SIGTERM) during the interpreter's shutdown, after the command's outputs
+    and messages were complete, printed "Exception ignored in atexit callback …
+    KeyboardInterrupt", ended the process by the signal (status 130 or -15, no message) once
+    Python had reset its handlers, or both; the exit status is now the command's own. The
+    signal is sent from an exit handler, which runs after the command returned."""
+    script = "\n".join([
+        "import atexit, os, signal, sys, time",
+        "from lanternpk.cli import console_main",
+        "def late():",
+        f"    os.kill(os.getpid(), signal.{signum})",
+        "    time.sleep(0.2)  # Python runs a signal handler at the next instruction",
+        "atexit.register(late)",
+        f"sys.argv = ['lanternpk', 'validate', {str(root / 'data/als_mouse/observations.csv')!r}]",
+        "console_main()"])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "observations" in done.stdout
