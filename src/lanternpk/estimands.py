@@ -97,8 +97,8 @@ def first_undetectable_day(signal: np.ndarray, lod: np.ndarray) -> np.ndarray:
 BARELY_INFORMED_RATIO = 0.7
 
 
-def _draws(group, name: str) -> np.ndarray:
-    """Stack chains and draws: (n_samples, ...)."""
+def stacked_draws(group, name: str) -> np.ndarray:
+    """``group[name]`` with chains and draws stacked chain-major: (chains × draws, ...)."""
     values = group[name].values
     return values.reshape(-1, *values.shape[2:])
 
@@ -141,10 +141,10 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
         sees, its LOD and background (photons/s; ``None`` where the model estimates it, and
         then each draw uses its own ``log_background`` of the region × modality's group).
     """
-    f = _draws(group, "first_pass")
-    r = _draws(group, "release")
-    k = _draws(group, "loss")
-    q = _draws(group, "blood_efflux") if design["explicit_blood"] else None
+    f = stacked_draws(group, "first_pass")
+    r = stacked_draws(group, "release")
+    k = stacked_draws(group, "loss")
+    q = stacked_draws(group, "blood_efflux") if design["explicit_blood"] else None
     q_ct = None if q is None else np.broadcast_to(q[:, None], r.shape)
     kin = kinetic_estimands(f, r, k, filter_index=design["filter_index"], blood_efflux=q_ct)
     cell_types = _cell_type_positions(group, design)
@@ -173,8 +173,8 @@ def _undetectable_days(group, design: dict, cell_types: list[tuple[int, str]], f
     The kinetics on :data:`DETECTION_GRID_D` run in blocks of :data:`GRID_BLOCK_DRAWS`
     draws; ``f``, ``r``, ``k`` and ``q_ct`` are the stacked draws of :func:`estimand_draws`.
     """
-    ppc = _draws(group, "photons_per_cell")
-    weights = [_draws(group, f"transmission_{det['modality']}")
+    ppc = stacked_draws(group, "photons_per_cell")
+    weights = [stacked_draws(group, f"transmission_{det['modality']}")
                * np.isin(design["organs"], det["organs"])[None, :]
                for det in design["detection"]]  # (draws, organ): 0 outside the region
     backgrounds = [_background_draws(group, det, r.shape[0]) for det in design["detection"]]
@@ -209,7 +209,7 @@ def _background_draws(group, detection: dict, n_draws: int) -> np.ndarray:
     if "log_background" not in group:
         raise ValueError(f"{detection['region']}/{detection['modality']}: the design has no "
                          "background and the draws have no log_background")
-    return np.exp(_draws(group, "log_background")[:, detection["group"], None])
+    return np.exp(stacked_draws(group, "log_background")[:, detection["group"], None])
 
 
 def _width(x: np.ndarray, *, log: bool, on_grid: bool = False) -> float:

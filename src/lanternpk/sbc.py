@@ -233,18 +233,14 @@ def quantities(group, spec: ModelSpec, design: dict) -> dict[str, np.ndarray]:
     Names are ``parameter[cell_type,organ]`` for population parameters and
     ``estimand[cell_type,region(,time_d d)(,modality)]`` for estimands.
     """
-    from lanternpk.estimands import estimand_draws
-
-    def stacked(name):
-        values = np.asarray(group[name].values, dtype=float)
-        return values.reshape(-1, *values.shape[2:])
+    from lanternpk.estimands import estimand_draws, stacked_draws
 
     out: dict[str, np.ndarray] = {}
     organs, cell_types = list(spec.organs), list(spec.cell_types)
     for name in POPULATION:
         if name not in group:
             continue
-        values = stacked(name)
+        values = np.asarray(stacked_draws(group, name), dtype=float)
         if name in ("first_pass", "loss"):
             for c, ct in enumerate(cell_types):
                 for j, organ in enumerate(organs):
