@@ -133,8 +133,7 @@ def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None)
                                       (load_spec, spec_path))
     problems: list[Problem] = []
     if calibration is not None:
-        problems += calibration_problems(calibration, spec.organs,
-                                         source=str(calibration_path))
+        problems += calibration_problems(calibration, spec, source=str(calibration_path))
     try:
         data = prepare_data(spec, obs, source=str(data_path))
     except DataError as err:

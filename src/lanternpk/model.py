@@ -352,7 +352,7 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
             pm.Potential("censored_below_lod", pt.sum(log_normal_cdf(z)))
 
         if calibration is not None and len(calibration):
-            _standard_curve(calibration, log_ppc, log_t["ex_vivo"], organs)
+            _standard_curve(calibration, log_ppc, log_t["ex_vivo"], spec)
     return model
 
 
@@ -362,26 +362,41 @@ def _spike_in(calibration: pd.DataFrame) -> np.ndarray:
     return (setting.fillna("in_vitro").astype(str) == "ex_vivo").to_numpy()
 
 
-def calibration_problems(calibration: pd.DataFrame, organs, *, source: str = "calibration"
-                         ) -> list[Problem]:
-    """Ex vivo spike-in rows whose region is not an organ of the spec (one per row)."""
+def calibration_problems(calibration: pd.DataFrame, spec: ModelSpec, *,
+                         source: str = "calibration") -> list[Problem]:
+    """Ex vivo spike-in rows the spec cannot model (one problem per row).
+
+    A spike-in measures photons per cell × the ex vivo transmission of its region, so the
+    region must be an organ of the spec with an ex vivo transmission prior.
+    """
     ex_vivo = _spike_in(calibration)
     if not ex_vivo.any():  # (the region column is optional without spike-in rows)
         return []
-    return [Problem(source, "ex vivo spike-in region is not an organ of the spec (expected "
-                    f"one of {list(organs)})" + did_you_mean(region, organs), row=row,
-                    column="region", value=region)
-            for row, region in calibration["region"][ex_vivo].astype(str).items()
-            if region not in organs]
+    organs = list(spec.organs)
+    problems = []
+    for row, region in calibration["region"][ex_vivo].astype(str).items():
+        if region not in organs:
+            problems.append(Problem(
+                source, "ex vivo spike-in region is not an organ of the spec (expected one "
+                f"of {organs})" + did_you_mean(region, organs), row=row, column="region",
+                value=region))
+        elif spec.transmission("ex_vivo", region) is None:
+            problems.append(Problem(
+                source, "the spec has no ex vivo transmission prior for this organ, which a "
+                "spike-in measures (photons per cell × ex vivo transmission); add one under "
+                "[measurement.transmission.ex_vivo] or leave the row out", row=row,
+                column="region", value=region))
+    return problems
 
 
-def _standard_curve(calibration: pd.DataFrame, log_ppc, log_t_ex_vivo, organs) -> None:
+def _standard_curve(calibration: pd.DataFrame, log_ppc, log_t_ex_vivo, spec: ModelSpec
+                    ) -> None:
     """Likelihood of the standard curve: log flux = log(photons/cell × [T_ex] × cells) + ε."""
-    organ_index = {o: i for i, o in enumerate(organs)}
+    organ_index = {o: i for i, o in enumerate(spec.organs)}
     log_mean = np.log(calibration["cells"].to_numpy(float)) + log_ppc
     ex_vivo = _spike_in(calibration)
     if ex_vivo.any():
-        problems = calibration_problems(calibration, organs)
+        problems = calibration_problems(calibration, spec)
         if problems:
             raise DataError(problems)
         regions = calibration["region"].astype(str).to_numpy()[ex_vivo]

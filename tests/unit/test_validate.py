@@ -238,6 +238,19 @@ def test_optional_background_may_be_empty_but_not_negative(raw):
     assert (problem.row, problem.column) == (3, "background")
 
 
+def test_a_zero_background_is_refused(raw):
+    """A background of 0 passed: once a draw's cells underflowed to 0 light (loss rate ×
+    time ≳ 745) the log density was −inf with non-finite gradients. A measured ROI always
+    has a background; 0 means it was subtracted, which the flux contract does not allow."""
+    raw["background"] = "150"
+    raw.loc[4, "background"] = "0"
+    problem = only(problems_of(raw))
+    assert (problem.row, problem.column, problem.value) == (4, "background", "0")
+    assert problem.message.startswith("zero is not allowed; expected a finite number > 0 "
+                                      "(photons/s, the ROI's mean background as measured, "
+                                      "before any subtraction")
+
+
 def test_partly_filled_background_names_the_empty_rows(raw):
     raw["background"] = "150"
     raw.loc[[2, 3, 4, 5, 6, 7, 8], "background"] = ""
@@ -553,6 +566,30 @@ def test_validate_with_model_names_rows_the_spec_cannot_model(tmp_path, capsys):
             "'spinal_cord']) (did you mean 'lung'?)") in err
     assert f"{len(renamed) + 3} problem(s) found" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_spike_in_of_an_organ_without_an_ex_vivo_prior_is_named(tmp_path, capsys):
+    """A spike-in measures photons per cell × ex vivo transmission; for an organ whose spec
+    gives no ex vivo transmission the model used a made-up N(0, 1) prior on its log."""
+    lines = SPEC.read_text().splitlines(keepends=True)
+    section = lines.index("[measurement.transmission.ex_vivo]\n")
+    cut = next(i for i, line in enumerate(lines)
+               if i > section and line.startswith("damaged_organ = "))
+    spec = tmp_path / "spec.toml"
+    spec.write_text("".join(lines[:cut] + lines[cut + 1:]))
+    cal = pd.read_csv(ALS / "calibration.csv", dtype=str, keep_default_na=False)
+    cal.loc[1, ["setting", "region"]] = ["ex_vivo", "damaged_organ"]
+    cal_path = tmp_path / "cal.csv"
+    cal.to_csv(cal_path, index=False)
+    rc = main(["validate", str(ALS / "observations.csv"), "--calibration", str(cal_path),
+               "--model", str(spec)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert (f"{cal_path}, row 3, column 'region', value 'damaged_organ': the spec has no ex "
+            "vivo transmission prior for this organ, which a spike-in measures (photons per "
+            "cell × ex vivo transmission); add one under [measurement.transmission.ex_vivo] "
+            "or leave the row out") in err
+    assert "1 problem(s) found" in err
 
 
 def test_validate_with_model_reports_a_bad_spec_with_bad_data(tmp_path, capsys):

@@ -25,7 +25,8 @@ _NUMBERS: dict[str, tuple[bool, str]] = {
     "time_h": (True, "hours since injection"),
     "flux": (True, "photons/s"),
     "lod": (False, "photons/s"),
-    "background": (True, "photons/s"),
+    "background": (False, "photons/s, the ROI's mean background as measured, before any "
+                   "subtraction; the model adds it to the cells' light and takes the log"),
     "cells": (False, "cells"),
 }
 #: A standard curve's numbers: the model takes the log of both, so zero is not allowed.
