@@ -29,7 +29,7 @@ from pymc.backends.arviz import (
     find_observations,
 )
 from pymc.initial_point import make_initial_point_fns_per_chain
-from pymc.util import get_default_varnames
+from pymc.util import _get_seeds_per_chain, get_default_varnames
 
 from lanternpk.argtypes import MAX_CHAINS, MAX_DRAWS, SEED_LIMIT
 from lanternpk.diagnostics import MIN_DRAWS
@@ -172,9 +172,12 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
                             max_retries: int = 10) -> list[np.ndarray]:
     """PyMC's starting points (uniform ±1 jitter on the unconstrained scale), one per chain.
 
-    A point whose log density is not finite is drawn again, up to ``max_retries`` times,
-    as ``pm.sample`` does; unlike ``pm.sample`` the check runs through one jitted, vmapped
-    ``logp`` instead of op-by-op JAX dispatch (which took ~2.5 s per chain here).
+    The same points as ``pm.sample`` (``pymc.sampling.mcmc._init_jitter``) draws for the same
+    seed: per-chain seeds from ``pymc.util._get_seeds_per_chain`` (the seed itself for one
+    chain, distinct seeds drawn from it for several), and a point whose log density is not
+    finite drawn again, up to ``max_retries`` times, from a generator seeded with its chain's
+    seed. Unlike ``pm.sample``, the check runs through one jitted, vmapped ``logp`` over all
+    chains at once instead of op-by-op JAX dispatch (which took ~2.5 s per chain here).
 
     Parameters
     ----------
@@ -184,7 +187,7 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
         returning the joint log density (:func:`jax_log_density`).
     chains : int
     seed : int
-        Seeds the per-chain jitter (the same stream ``pm.sample`` uses for the same seed).
+        Seeds the per-chain jitter.
     max_retries : int
 
     Returns
@@ -202,16 +205,17 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
     fns = make_initial_point_fns_per_chain(model=model, overrides=None,
                                            jitter_rvs=set(model.free_RVs), chains=chains)
     names = [v.name for v in model.value_vars]
-    rng = np.random.default_rng(seed)
+    seeds = [int(s) for s in _get_seeds_per_chain(seed, chains)]
+    redraw = [np.random.default_rng(s) for s in seeds]  # as _init_jitter: one per chain
     batched_logp = jax.jit(jax.vmap(logp))
-    points = [fn(int(s)) for fn, s in zip(fns, rng.integers(2**30, size=chains), strict=True)]
+    points = [fn(s) for fn, s in zip(fns, seeds, strict=True)]
     for attempt in range(max_retries + 1):
         finite = np.isfinite(np.asarray(batched_logp(_stack(points, names))))
         if finite.all():
             return _stack(points, names)
         if attempt < max_retries:
-            points = [p if ok else fn(int(rng.integers(2**30)))
-                      for p, fn, ok in zip(points, fns, finite, strict=True)]
+            points = [p if ok else fn(int(rng.integers(2**30, dtype=np.int64)))
+                      for p, fn, rng, ok in zip(points, fns, redraw, finite, strict=True)]
     chain = int(np.flatnonzero(~finite)[0])
     raise UsageError(f"chain {chain}: no starting point with a finite log density after "
                      f"{max_retries} new jittered draws; the priors or data give the model "

@@ -98,6 +98,25 @@ def test_jittered_points_with_infinite_density_are_drawn_again():
     assert len({tuple(p) for p in points}) == 8  # every chain starts elsewhere
 
 
+@pytest.mark.parametrize("chains", [1, 3])
+def test_starting_points_are_pm_samples(chains):
+    """The jitter pm.sample draws for the same seed, one chain included (its seed is the
+    seed itself; the driver drew a chain seed from it), and redraws of a point with zero
+    density from that chain's own generator, as pymc.sampling.mcmc._init_jitter does."""
+    from pymc.sampling.jax import _get_batched_jittered_initial_points
+
+    with pm.Model() as model:
+        x = pm.Normal("x", 0.0, 1.0, shape=3)
+        pm.HalfNormal("s", 1.0)
+        pm.Potential("cut", pt.switch(pt.all(x < 0.3), 0.0, -np.inf))  # forces redraws
+    logp = jax_log_density(model)
+    ours = jittered_initial_points(model, logp, chains=chains, seed=17, max_retries=50)
+    theirs = _get_batched_jittered_initial_points(model, chains, None, 17, logp_fn=logp,
+                                                  jitter_max_retries=50)
+    for got, expected in zip(ours, theirs, strict=True):  # theirs: no chain axis for one
+        np.testing.assert_array_equal(got, np.reshape(expected, got.shape))
+
+
 @DRIVERS
 @pytest.mark.parametrize(("chains", "tune"), [(1, 20), (2, 20), (2, 0)])
 def test_chain_counts(driver, chains, tune):
