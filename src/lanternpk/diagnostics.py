@@ -17,7 +17,8 @@ MIN_DRAWS = 4
 def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
     """R-hat, bulk/tail ESS, divergences, E-BFMI and finite draws, each with its pass/fail.
 
-    A single chain's R-hat is that of its two halves (as split R-hat treats every chain).
+    A single chain is split into its two halves, given to ArviZ's rank-normalised split
+    R-hat as two chains (which it splits again: R-hat over the chain's four quarters).
     Parameters whose every draw is the same value have no R-hat or ESS and are skipped; a
     parameter with a NaN or infinite draw fails the ``finite_draws`` check instead. A value
     that cannot be computed is ``None`` (valid JSON) and fails its check.

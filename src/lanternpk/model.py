@@ -182,11 +182,13 @@ _LOG_CDF_SWITCH = -20.0
 def log_normal_cdf(z):
     """log Φ(z), finite with finite gradients for every z (PyTensor, all backends).
 
-    For z ≥ −20 it is ``log(erfc(−z/√2) / 2)`` (within 6e-14 of ``scipy.special.log_ndtr``
-    down to z = −20, gradient within 3e-14 relative, on the C and JAX backends); below, the
-    asymptotic series ``−z²/2 − log(−z) − log(2π)/2 + log(1 − 1/z² + 3/z⁴ − 15/z⁶)``, whose
-    error is 4e-9 at z = −20 (the first omitted term, 105/z⁸) and shrinks as z decreases, so
-    the log density jumps by at most that much where the branches meet. Each branch is
+    For z ≥ −20 it is ``log(erfc(−z/√2) / 2)``: within 1.2e-13 absolute of
+    ``scipy.special.log_ndtr`` on [−20, 8] (measured on a grid of 200 001 points; ~6e-16
+    relative near −20, where log Φ ≈ −200), gradient within 3e-14 relative, on the C and JAX
+    backends. Below, the asymptotic series
+    ``−z²/2 − log(−z) − log(2π)/2 + log(1 − 1/z² + 3/z⁴ − 15/z⁶)``, whose error is 4e-9 at
+    z = −20 (the first omitted term, 105/z⁸) and shrinks as z decreases, so the log density
+    jumps by at most that much where the branches meet. Each branch is
     evaluated on a clamped z.
     """
     z_mid = pt.maximum(z, _LOG_CDF_SWITCH)

@@ -420,9 +420,9 @@ def fit_diagnostics(idata) -> dict:
     """Divergences, max R-hat and min bulk ESS over the population parameters of one fit.
 
     The same computation as ``lanternpk fit``'s checks
-    (:func:`lanternpk.diagnostics.check_convergence`): a single chain's R-hat is that of its
-    two halves, so the default one-chain campaign has one too; a value that cannot be
-    computed is ``None``.
+    (:func:`lanternpk.diagnostics.check_convergence`): a single chain's R-hat compares its
+    halves (quarters, as split R-hat splits again), so the default one-chain campaign has
+    one too; a value that cannot be computed is ``None``.
     """
     from lanternpk.diagnostics import check_convergence
 

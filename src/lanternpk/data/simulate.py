@@ -33,7 +33,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from lanternpk import __version__, interrupt
 from lanternpk.data.schema import OBSERVATION_COLUMNS
 from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError
-from lanternpk.estimands import DETECTION_GRID_D, first_undetectable_day, kinetic_estimands
+from lanternpk.estimands import (
+    DETECTION_GRID_D,
+    ENGRAFTED_DAYS,
+    first_undetectable_day,
+    kinetic_estimands,
+)
 from lanternpk.io import staging_directory, write_table_atomic, write_text_atomic
 from lanternpk.solver.closed_form import organ_cells
 from lanternpk.tomlfile import KeyedProblems, load_toml_model
@@ -437,8 +442,9 @@ def truth_estimands(truth: Truth) -> list[dict]:
             add("first_pass_fraction", ct, organ, kin["first_pass_fraction"][c, o])
             add("homing_fraction", ct, organ, kin["homing_fraction"][c, o])
             add("half_life_d", ct, organ, kin["half_life_d"][c, o])
-            for d, day in enumerate((1, 3, 7, 14, 28, 56)):
-                add("engrafted_fraction", ct, organ, kin["engrafted_fraction"][c, d, o], time_d=day)
+            for d, day in enumerate(ENGRAFTED_DAYS):
+                add("engrafted_fraction", ct, organ, kin["engrafted_fraction"][c, d, o],
+                    time_d=int(day))
     records += _detection_estimands(truth, first_pass, release, loss)
     return records
 
