@@ -51,6 +51,8 @@ Schema
     photons_per_cell = { dist = "lognormal", median = 400, sigma = 1.55, ... }
     image_gain_sd = { dist = "halfnormal", sigma = 0.4, ... }
     residual_sd = { dist = "halfnormal", sigma = 0.4, ... }
+    calibration_sd = { dist = "halfnormal", sigma = 0.5, ... }   # optional, as shown
+    background_lod_fraction = { dist = "lognormal", median = 0.5, sigma = 1.0, ... }  # optional
     [measurement.transmission.in_vivo] # per organ compartment
     lung = { dist = "lognormal", median = 3e-3, sigma = 1.4, ... }
     [measurement.transmission.ex_vivo]
@@ -81,8 +83,13 @@ exponentiated prior draws would overflow or underflow float64. So is one below 1
 sampler's arithmetic would underflow.
 
 Which distributions each slot accepts: first_pass ``logratio_normal``; release, loss,
-blood_efflux, photons_per_cell and transmissions ``lognormal``; random effects, image_gain_sd
-and residual_sd ``halfnormal``. Rates (release, loss, blood_efflux) must have units ``1/day``.
+blood_efflux, photons_per_cell, transmissions and background_lod_fraction ``lognormal``;
+random effects, image_gain_sd, residual_sd and calibration_sd ``halfnormal``. The two
+optional measurement priors default to the values shown (:class:`Measurement`):
+calibration_sd is the residual sd of the standard curve, background_lod_fraction the prior
+of an ROI background the model estimates (data without a ``background`` column), relative to
+the median LOD of its region × modality. Rates (release, loss, blood_efflux) must have
+units ``1/day``.
 
 Organs are ordered as declared among ``[[compartments]]``; :attr:`ModelSpec.filter_index`
 points into that order, and every per-organ array this module returns uses it.
@@ -359,8 +366,27 @@ class Transmission(BaseModel):
     ex_vivo: dict[str, Prior] = Field(default_factory=dict)
 
 
+#: ``measurement.calibration_sd`` when a spec gives none.
+DEFAULT_CALIBRATION_SD = HalfNormal(
+    dist="halfnormal", sigma=0.5, units="sd of log flux of a standard-curve measurement",
+    source="lanternpk default, weakly informative (a factor of ~2.3 at its 90% upper "
+    "bound): a spec may set its own")
+#: ``measurement.background_lod_fraction`` when a spec gives none.
+DEFAULT_BACKGROUND_LOD_FRACTION = LogNormal(
+    dist="lognormal", median=0.5, sigma=1.0, units="mean background of an ROI / its LOD",
+    source="lanternpk default: SCIENCE.md, LOD = background mean + 3 SD, so the background "
+    "lies below its LOD; weakly informative (a factor of ~5 either way at 90%): a spec may "
+    "set its own")
+
+
 class Measurement(BaseModel):
-    """The ``[measurement]`` table: priors of the flux measurement model."""
+    """The ``[measurement]`` table: priors of the flux measurement model.
+
+    ``calibration_sd`` (residual sd of the standard curve) and ``background_lod_fraction``
+    (an estimated background as a fraction of its ROIs' median LOD, used when the data have
+    no ``background`` column) are optional; a spec without them gets
+    :data:`DEFAULT_CALIBRATION_SD` and :data:`DEFAULT_BACKGROUND_LOD_FRACTION`.
+    """
 
     model_config = _CONFIG
 
@@ -368,6 +394,8 @@ class Measurement(BaseModel):
     image_gain_sd: Prior
     residual_sd: Prior
     transmission: Transmission
+    calibration_sd: Prior = DEFAULT_CALIBRATION_SD
+    background_lod_fraction: Prior = DEFAULT_BACKGROUND_LOD_FRACTION
 
 
 @dataclass(frozen=True, eq=False)
@@ -1157,6 +1185,13 @@ class _Checker:
         self._slot("measurement.photons_per_cell", m.photons_per_cell, _RATE)
         self._slot("measurement.image_gain_sd", m.image_gain_sd, _SD)
         self._slot("measurement.residual_sd", m.residual_sd, _SD)
+        self._slot("measurement.calibration_sd", m.calibration_sd, _SD)
+        self._slot("measurement.background_lod_fraction", m.background_lod_fraction, _RATE)
+        if m.background_lod_fraction.dist == "lognormal" and m.background_lod_fraction.median > 1:
+            self.add("measurement.background_lod_fraction.median",
+                     m.background_lod_fraction.median,
+                     "the LOD is the background mean + k SD, so the background's median "
+                     "fraction of it must be at most 1")
         for modality in MODALITIES:
             for organ, prior in getattr(m.transmission, modality).items():
                 path = f"measurement.transmission.{modality}.{organ}"

@@ -75,3 +75,33 @@ def test_backgrounds_of_runs_without_labels_are_checked_by_number(setting):
     assert params["log_bg"].shape == (3, 4)
     with pytest.raises(UsageError, match=r"groups \(3 of them, unlabelled\), not the data's"):
         parameter_draws(_posterior(spec, data, np.arange(3), OLD_DIM), spec, data)
+
+
+def test_estimated_background_and_standard_curve_priors_follow_the_spec(setting, root):
+    """The model's log_background prior is Normal(log(median LOD of the group × the spec's
+    background_lod_fraction median), its sigma), and calibration_sd the spec's half-normal;
+    with the defaults that is the LOD / 2 and HalfNormal(0.5) hard-coded before."""
+    import pymc as pm
+    from scipy.stats import halfnorm, norm
+
+    from lanternpk.data.load import load_calibration
+    from lanternpk.spec import HalfNormal, LogNormal
+
+    spec, _, data = setting
+    calibration = load_calibration(root / "data/als_mouse/calibration.csv")
+    median_lod = np.array([np.median(np.exp(data.log_lod[data.background_group == g]))
+                           for g in range(len(GROUPS))])
+    x = np.log(median_lod) + np.array([-1.0, 0.0, 0.5, 2.0])
+    own = spec.model_copy(update={"measurement": spec.measurement.model_copy(update={
+        "calibration_sd": HalfNormal(dist="halfnormal", sigma=0.2, units="sd", source="t"),
+        "background_lod_fraction": LogNormal(dist="lognormal", median=0.3, sigma=0.5,
+                                             units="fraction", source="t")})})
+    # PyMC's normal and half-normal log densities differ from SciPy's by a constant 1.9e-9
+    # (a rounded log √(2π)); a wrong location or scale would be off by > 1e-2
+    for s, fraction, sigma, cal_sigma in ((spec, 0.5, 1.0, 0.5), (own, 0.3, 0.5, 0.2)):
+        model = build_model(s, data, calibration)
+        np.testing.assert_allclose(pm.logp(model["log_background"], x).eval(),
+                                   norm.logpdf(x, np.log(median_lod * fraction), sigma),
+                                   rtol=0, atol=1e-8)
+        np.testing.assert_allclose(pm.logp(model["calibration_sd"], 0.3).eval(),
+                                   halfnorm.logpdf(0.3, scale=cal_sigma), rtol=0, atol=1e-8)

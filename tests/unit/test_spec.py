@@ -641,3 +641,45 @@ def test_an_empty_cell_type_list_is_refused_in_plain_words():
     with pytest.raises(DataError) as err:
         parse_spec(text.replace('cell_types = ["muse", "msc"]', "cell_types = []", 1))
     assert str(err.value.problems[0]).endswith("key 'model.cell_types': must hold at least 1 item")
+
+
+def _minimal_with(tmp_path: Path, lines: str) -> Path:
+    """The minimal fixture with ``lines`` added to its [measurement] table."""
+    text = (SPECS / "minimal.toml").read_text()
+    anchor = next(line for line in text.splitlines() if line.startswith("residual_sd = "))
+    path = tmp_path / "spec.toml"
+    path.write_text(text.replace(anchor, f"{anchor}\n{lines}"))
+    return path
+
+
+def test_the_standard_curve_and_background_priors_come_from_the_spec(tmp_path: Path) -> None:
+    """Two priors were hard-coded in the model (calibration_sd ~ HalfNormal(0.5), an
+    estimated background ~ LogNormal(LOD / 2, 1)); a spec may now set them, and one that
+    does not gets those defaults, so the shipped specs' models are unchanged."""
+    from lanternpk.spec import DEFAULT_BACKGROUND_LOD_FRACTION, DEFAULT_CALIBRATION_SD
+
+    default = load_spec(SPECS / "minimal.toml").measurement
+    assert default.calibration_sd == DEFAULT_CALIBRATION_SD
+    assert (DEFAULT_CALIBRATION_SD.sigma, DEFAULT_BACKGROUND_LOD_FRACTION.median,
+            DEFAULT_BACKGROUND_LOD_FRACTION.sigma) == (0.5, 0.5, 1.0)
+    assert default.background_lod_fraction == DEFAULT_BACKGROUND_LOD_FRACTION
+    own = load_spec(_minimal_with(tmp_path, (
+        'calibration_sd = { dist = "halfnormal", sigma = 0.2, units = "sd", source = "test" }\n'
+        'background_lod_fraction = { dist = "lognormal", median = 0.3, sigma = 0.5, '
+        'units = "fraction", source = "test" }'))).measurement
+    assert own.calibration_sd.sigma == 0.2
+    assert (own.background_lod_fraction.median, own.background_lod_fraction.sigma) == (0.3, 0.5)
+
+
+def test_a_bad_standard_curve_or_background_prior_is_named(tmp_path: Path) -> None:
+    path = _minimal_with(tmp_path, (
+        'calibration_sd = { dist = "lognormal", median = 0.2, sigma = 1, units = "sd", '
+        'source = "test" }\n'
+        'background_lod_fraction = { dist = "lognormal", median = 2, sigma = 0.5, '
+        'units = "fraction", source = "test" }'))
+    assert problems_of(path) == [
+        f"{path}, line 78, key 'measurement.calibration_sd.dist', value 'lognormal': this "
+        "parameter takes dist = 'halfnormal'",
+        f"{path}, line 79, key 'measurement.background_lod_fraction.median', value 2.0: the LOD "
+        "is the background mean + k SD, so the background's median fraction of it must be at "
+        "most 1"]
