@@ -247,6 +247,16 @@ def _width_ratio(posterior: np.ndarray, prior: np.ndarray | None, *, log: bool,
     return float("nan")
 
 
+def organs_imaged_alone(design: dict) -> set[str]:
+    """Organs some ROI of the data sees on its own (its region maps to that organ alone).
+
+    An organ seen only within a larger region (``whole_body``) or by no ROI at all cannot
+    be told apart from the others by the data: its estimands rest on the prior and on the
+    other organs' shares, whatever their width ratio says.
+    """
+    return {det["organs"][0] for det in design["detection"] if len(det["organs"]) == 1}
+
+
 def _barely(width_ratio: float) -> bool | None:
     """Barely informed (ratio above :data:`BARELY_INFORMED_RATIO`); ``None``: cannot tell."""
     return bool(width_ratio > BARELY_INFORMED_RATIO) if np.isfinite(width_ratio) else None
@@ -304,7 +314,11 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     Each estimand also carries ``posterior_prior_width_ratio`` and ``barely_informed``
     (ratio > :data:`BARELY_INFORMED_RATIO`; widths of 90% intervals, on the log scale for
     positive quantities; both ``None`` where the ratio is undefined, e.g. without prior
-    draws). ``time_to_undetectable_d`` records carry ``p_beyond_grid``: the fraction of
+    draws). The kinetic estimands of an organ no ROI sees on its own
+    (:func:`organs_imaged_alone`) are barely informed whatever their ratio: on the ALS study
+    the spec's damaged organ, seen only within ``whole_body``, had a first-pass fraction
+    with ratio 0.69, narrowed by the other organs' shares of the same simplex.
+    ``time_to_undetectable_d`` records carry ``p_beyond_grid``: the fraction of
     draws still detectable on the last day of :data:`DETECTION_GRID_D` (infinite draws),
     which make the mean null and every quantile above ``1 − p_beyond_grid`` null.
     Contrasts (:func:`contrast_pair`): Muse over MSC for homing fractions and
@@ -315,15 +329,17 @@ def summarize_estimands(posterior, prior, design: dict) -> tuple[list[dict], lis
     """
     post = estimand_draws(posterior, design)
     pri = estimand_draws(prior, design) if prior is not None else {}
+    unseen = set(design["organs"]) - organs_imaged_alone(design)
     estimands = []
     for key, draws in post.items():
         name, ct, region, time_d, modality = key
-        on_grid = name == "time_to_undetectable_d"
+        on_grid = name == "time_to_undetectable_d"  # (its region is a data region, imaged)
         ratio = _width_ratio(draws, pri.get(key), log=not on_grid, on_grid=on_grid)
         record = {"name": name, "cell_type": ct, "region": region, "time_d": time_d,
                   "modality": modality, **_quantiles(draws, on_grid=on_grid),
                   "posterior_prior_width_ratio": _num(ratio),
-                  "barely_informed": _barely(ratio)}
+                  "barely_informed": True if not on_grid and region in unseen
+                  else _barely(ratio)}
         if on_grid:  # says why the mean, and quantiles above 1 − this, are null
             record["p_beyond_grid"] = float(np.mean(np.isposinf(draws)))
         estimands.append(record)

@@ -196,3 +196,24 @@ def test_detection_times_beyond_the_grid_say_why_their_statistics_are_null():
     assert all(never[k] is None for k in ("mean", "median", "q05", "q95"))
     assert all("p_beyond_grid" not in e for e in estimands
                if e["name"] != "time_to_undetectable_d")
+
+
+def test_an_organ_no_roi_sees_on_its_own_is_barely_informed_whatever_its_width():
+    """The issue's example of a prior mistaken for a finding is "an organ that was never
+    imaged". On the ALS study the spec's damaged organ is seen only within whole_body, and
+    its Muse first-pass fraction (posterior/prior width 0.69, narrowed by the other organs'
+    shares of the simplex) was not flagged. Here the femur is seen only within whole_body."""
+    group = _group({"muse": [0.70, 0.03], "msc": [0.92, 0.02]},
+                   {"muse": [0.35, 0.03], "msc": [0.69, 0.35]}, {"muse": 1.0, "msc": 0.05})
+    design = _design(["muse", "msc"])
+    design["detection"].append({"region": "whole_body", "modality": "in_vivo",
+                                "organs": ["lung", "femur"], "lod": 1e5, "background": 5e4,
+                                "group": 1})
+    estimands, contrasts = summarize_estimands(group, None, design)  # no prior: ratio unknown
+    flags = {(e["name"], e["region"]) for e in estimands if e["barely_informed"]}
+    assert {("first_pass_fraction", "femur"), ("homing_fraction", "femur"),
+            ("half_life_d", "femur"), ("engrafted_fraction", "femur")} == flags
+    assert all(e["barely_informed"] is None for e in estimands if e["region"] != "femur")
+    assert {c["name"] for c in contrasts if c["barely_informed"]} == {
+        "homing_fraction_ratio", "half_life_ratio"}
+    assert all(c["region"] == "femur" for c in contrasts if c["barely_informed"])

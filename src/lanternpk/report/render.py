@@ -31,7 +31,7 @@ from markupsafe import Markup
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
 from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError, printable
-from lanternpk.estimands import contrast_pair
+from lanternpk.estimands import BARELY_INFORMED_RATIO, contrast_pair
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
     POSTERIOR_FILE,
@@ -554,7 +554,7 @@ def build_context(runs: Sequence[RunReport], sbc: dict | None = None) -> dict:
         "same_data": len(data_hashes) == 1,
         "compare": [c for c in (_compare(r) for r in runs) if c is not None],
         "sbc": _sbc(sbc),
-        "barely": _barely(run), "barely_ratio": 0.7,
+        "barely": _barely(run), "barely_ratio": BARELY_INFORMED_RATIO,
         "provenance": [_provenance(r) for r in runs],
     }
 
