@@ -103,7 +103,7 @@ def stacked_draws(group, name: str) -> np.ndarray:
     return values.reshape(-1, *values.shape[2:])
 
 
-def _cell_type_positions(group, design: dict) -> list[tuple[int, str]]:
+def cell_type_positions(group, design: dict) -> list[tuple[int, str]]:
     """(position on the parameters' cell-type axis, label) of each cell type of the design.
 
     The design lists only the cell types present in the data, the parameters every cell
@@ -147,7 +147,7 @@ def estimand_draws(group, design: dict) -> dict[tuple, np.ndarray]:
     q = stacked_draws(group, "blood_efflux") if design["explicit_blood"] else None
     q_ct = None if q is None else np.broadcast_to(q[:, None], r.shape)
     kin = kinetic_estimands(f, r, k, filter_index=design["filter_index"], blood_efflux=q_ct)
-    cell_types = _cell_type_positions(group, design)
+    cell_types = cell_type_positions(group, design)
     out: dict[tuple, np.ndarray] = {}
     for c, ct in cell_types:
         for j, organ in enumerate(design["organs"]):

@@ -337,6 +337,26 @@ def test_ppc_figures_coverage_and_compare_json_are_shown(run_dir, tmp_path):
     assert "## Runs compared" in md and "| run_copy |" in md
 
 
+def test_engraftment_curves_follow_the_design_cell_types_not_the_axis_order(run, run_dir):
+    """A study of MSCs alone under the Muse-and-MSC spec took the first slice of the
+    parameters' cell-type axis (Muse) and labelled it MSC: at day 56 in the femur the
+    'MSC' median was Muse's (7.1e-3 against 2.2e-8 on the demo run)."""
+    import arviz as az
+    import numpy as np
+
+    from lanternpk.report.render import engraftment_quantiles
+
+    posterior = az.from_netcdf(run_dir / "posterior.nc").posterior
+    both = engraftment_quantiles(posterior, run.design)
+    assert run.design["cell_types"] == ["muse", "msc"]
+    for order in (["msc"], ["msc", "muse"]):
+        design = {**run.design, "cell_types": order}
+        got = engraftment_quantiles(posterior, design)
+        expected = both[:, [run.design["cell_types"].index(ct) for ct in order]]
+        np.testing.assert_array_equal(got, expected)
+    assert not np.allclose(both[:, 0], both[:, 1])  # the two cell types differ here
+
+
 def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)

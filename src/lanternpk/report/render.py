@@ -31,7 +31,12 @@ from markupsafe import Markup
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
 from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError, printable
-from lanternpk.estimands import BARELY_INFORMED_RATIO, contrast_pair
+from lanternpk.estimands import (
+    BARELY_INFORMED_RATIO,
+    cell_type_positions,
+    contrast_pair,
+    stacked_draws,
+)
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
     POSTERIOR_FILE,
@@ -159,18 +164,19 @@ def engraftment_quantiles(posterior, design: dict,
     Returns
     -------
     ndarray, shape (3, n_cell_types, n_times, n_organs)
-        NaN where a non-finite draw (which the convergence checks name) enters.
+        Along the design's cell types, in its order (the parameters hold every cell type
+        of the spec; :func:`lanternpk.estimands.cell_type_positions`). NaN where a
+        non-finite draw (which the convergence checks name) enters.
     """
-    def draws(name: str) -> np.ndarray:
-        values = posterior[name].values
-        return values.reshape(-1, *values.shape[2:])
-
-    release = draws("release")
+    positions = [c for c, _ in cell_type_positions(posterior, design)]
+    release = stacked_draws(posterior, "release")[:, positions]
     efflux = None
     if design["explicit_blood"]:
-        efflux = np.broadcast_to(draws("blood_efflux")[:, None], release.shape)
+        efflux = np.broadcast_to(stacked_draws(posterior, "blood_efflux")[:, None],
+                                 release.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # non-finite draws
-        cells = organ_cells(draws("first_pass"), release, draws("loss"),
+        cells = organ_cells(stacked_draws(posterior, "first_pass")[:, positions], release,
+                            stacked_draws(posterior, "loss")[:, positions],
                             np.broadcast_to(days, (*release.shape, days.size)),
                             filter_index=design["filter_index"],
                             n_organs=len(design["organs"]), blood_efflux=efflux)
