@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
 import arviz as az
 import numpy as np
 import xarray as xr
@@ -67,6 +69,23 @@ def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
         "checks": checks,
         "passed": all(c["passed"] for c in checks.values()),
     }
+
+
+#: How each check's value is shown: decimals, and the rounding direction that points away
+#: from the threshold, so that a shown value never contradicts its verdict (R-hat 1.0104
+#: fails ≤ 1.01 and is shown 1.011, not 1.010; a bulk ESS of 399.6 is shown 399, not 400).
+_SHOWN = {"rhat": ("0.001", ROUND_CEILING), "ess_bulk": ("1", ROUND_FLOOR),
+          "ess_tail": ("1", ROUND_FLOOR), "ebfmi": ("0.01", ROUND_FLOOR)}
+
+
+def format_check_value(check: str, value: float | int | None) -> str | None:
+    """A convergence check's value as text (``None`` stays ``None``), rounded away from
+    its threshold (:data:`_SHOWN`); counts (divergences, non-finite parameters) as they are.
+    """
+    if value is None or check not in _SHOWN:
+        return None if value is None else str(value)
+    step, rounding = _SHOWN[check]
+    return str(Decimal(repr(float(value))).quantize(Decimal(step), rounding=rounding))
 
 
 def _check(value: float | None, op: str, threshold: float) -> dict:

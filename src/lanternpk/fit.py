@@ -28,7 +28,7 @@ import pandas as pd
 from lanternpk import __version__
 from lanternpk.argtypes import not_a_file
 from lanternpk.data.load import load_calibration, load_observations
-from lanternpk.diagnostics import check_convergence
+from lanternpk.diagnostics import check_convergence, format_check_value
 from lanternpk.errors import DataError, Problem, UsageError, load_all
 from lanternpk.estimands import summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
@@ -392,12 +392,13 @@ def format_summary(summary: dict) -> str:
     lines = []
     diag = summary["diagnostics"]
     status = "PASSED" if diag["passed"] else "FAILED"
-    def value(key: str, spec: str) -> str:
-        return "not computed" if diag[key] is None else format(diag[key], spec)
+    def value(key: str, check: str) -> str:  # rounded away from the check's threshold
+        return format_check_value(check, diag[key]) or "not computed"
 
-    lines.append(f"diagnostics {status}: R-hat max {value('rhat_max', '.3f')}, bulk ESS min "
-                 f"{value('ess_bulk_min', '.0f')}, tail ESS min {value('ess_tail_min', '.0f')}, "
-                 f"divergences {diag['divergences']}, E-BFMI min {value('ebfmi_min', '.2f')}")
+    lines.append(f"diagnostics {status}: R-hat max {value('rhat_max', 'rhat')}, bulk ESS min "
+                 f"{value('ess_bulk_min', 'ess_bulk')}, tail ESS min "
+                 f"{value('ess_tail_min', 'ess_tail')}, divergences {diag['divergences']}, "
+                 f"E-BFMI min {value('ebfmi_min', 'ebfmi')}")
     if diag.get("nonfinite_parameters"):
         lines.append("non-finite (NaN or infinite) draws in: "
                      + ", ".join(diag["nonfinite_parameters"]))

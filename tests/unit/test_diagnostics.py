@@ -78,3 +78,17 @@ def test_grid_quantiles_are_grid_values_with_or_without_infinite_draws():
     assert _quantiles(days, on_grid=True)["mean"] == pytest.approx(49.5)
     assert _quantiles(with_inf, on_grid=True)["mean"] is None
     assert _quantiles(np.full(100, np.inf), on_grid=True)["q05"] is None
+
+
+@pytest.mark.parametrize(("check", "value", "shown"), [
+    ("rhat", 1.0104, "1.011"), ("rhat", 1.01, "1.010"), ("rhat", 1.0067148, "1.007"),
+    ("ess_bulk", 399.6, "399"), ("ess_bulk", 400.0, "400"), ("ess_tail", 1032.54, "1032"),
+    ("ebfmi", 0.29996, "0.29"), ("ebfmi", 0.3, "0.30"), ("ebfmi", 0.57, "0.57"),
+    ("divergences", 3, "3"), ("rhat", None, None)])
+def test_a_shown_check_value_never_contradicts_its_verdict(check, value, shown):
+    """Rounded to the nearest, R-hat 1.0104 read "1.010" next to FAIL (≤ 1.01) and a bulk
+    ESS of 399.6 read "400" next to FAIL (≥ 400); values are now rounded away from the
+    threshold."""
+    from lanternpk.diagnostics import format_check_value
+
+    assert format_check_value(check, value) == shown

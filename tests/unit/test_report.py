@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -428,8 +429,10 @@ def test_not_a_run_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize(("value", "text"), [
     (None, "—"), (0.0, "0"), (0.6654, "0.665"), (0.0038512, "0.00385"), (306.17, "306"),
-    (1726.18, "1726"), (3.98e-5, "3.98e-05"), (2.5e6, "2.50e+06"), (12, "12.0")])
+    (1726.18, "1726"), (3.98e-5, "3.98e-05"), (2.5e6, "2.50e+06"), (12.0, "12.0"),
+    (12, "12"), (np.int64(3), "3")])
 def test_fmt(value, text):
+    """Counts (divergences, ROIs) are whole: the report showed "divergences 3.00"."""
     assert fmt(value) == text
 
 

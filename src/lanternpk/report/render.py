@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
+from lanternpk.diagnostics import format_check_value
 from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError, printable
 from lanternpk.estimands import (
     BARELY_INFORMED_RATIO,
@@ -283,13 +284,16 @@ def read_png(path: Path) -> bytes:
 def fmt(value: object) -> str:
     """A number to about three significant figures, without exponents for 0.001–99999.
 
-    ``None`` is a dash; anything that is not a number (text, or a list or record from a
-    hand-edited JSON file) is shown as its text, as is a number too large for a float.
+    ``None`` is a dash; an integer (a count) is shown whole; anything that is not a number
+    (text, or a list or record from a hand-edited JSON file) is shown as its text, as is a
+    number too large for a float.
     """
     if value is None:
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return str(value)
+    if isinstance(value, int | np.integer):  # counts: 3, not 3.00
+        return str(int(value))
     try:
         value = float(value)
     except OverflowError:
@@ -361,7 +365,7 @@ def _warnings(runs: Sequence[RunReport], sbc: dict | None = None) -> list[dict]:
         if sampler["draws"] < FULL_DRAWS:
             reduced.append(f"{_label(run)} {sampler['chains']} chains × {sampler['draws']} draws")
         if not run.diagnostics["passed"]:
-            checks = [f"{_CHECK_LABELS.get(k, k)} {fmt(c['value'])}, needs "
+            checks = [f"{_CHECK_LABELS.get(k, k)} {_check_value(k, c['value'])}, needs "
                       f"{_threshold(c['threshold'])}"
                       for k, c in run.diagnostics["checks"].items() if not c["passed"]]
             failed.append(f"{_label(run)}: {', '.join(checks)}")
@@ -412,8 +416,13 @@ def _threshold(text: str) -> str:
     return text.replace("<=", "≤").replace(">=", "≥").replace("==", "=")
 
 
+def _check_value(name: str, value) -> str:
+    """A check's value as the verdict reads it (:func:`diagnostics.format_check_value`)."""
+    return format_check_value(name, value) or "—"
+
+
 def _diagnostic_rows(diagnostics: dict) -> list[dict]:
-    return [{"check": _CHECK_LABELS.get(name, name), "value": fmt(check["value"]),
+    return [{"check": _CHECK_LABELS.get(name, name), "value": _check_value(name, check["value"]),
              "threshold": _threshold(check["threshold"]), "passed": check["passed"]}
             for name, check in diagnostics["checks"].items()]
 
@@ -463,7 +472,8 @@ def _run_row(run: RunReport) -> dict:
     return {"label": _label(run), "spec": run.design["spec"], "spec_sha": p["spec_sha256"][:12],
             "data_file": p["data_file"], "data_sha": p["data_sha256"][:12],
             "sampler": f"{s['sampler']} {s['chains']}×{s['draws']} (tune {s['tune']})",
-            "passed": d["passed"], "rhat": fmt(d["rhat_max"]), "ess": fmt(d["ess_bulk_min"]),
+            "passed": d["passed"], "rhat": _check_value("rhat", d["rhat_max"]),
+            "ess": _check_value("ess_bulk", d["ess_bulk_min"]),
             "divergences": d["divergences"]}
 
 
