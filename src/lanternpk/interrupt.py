@@ -69,6 +69,22 @@ def handling_interrupts(*, then_ignore: bool = False) -> Iterator[None]:
         _interrupted = False
 
 
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (two renames that must happen
+    together); one that arrives meanwhile is delivered, and raises, when the block ends.
+    A no-op off the main thread and where ``signal.pthread_sigmask`` does not exist."""
+    if (threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def check() -> None:
     """Raise ``KeyboardInterrupt`` if SIGINT arrived, even if its first raise was lost."""
     if _interrupted:

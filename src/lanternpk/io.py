@@ -249,21 +249,25 @@ def replace_directory(staging: Path, target: Path) -> None:
 
     The earlier ``target`` is first renamed aside, so ``target`` is at every moment either
     the old directory or the new one, and is deleted only after the new one is in place.
+    A Ctrl-C or SIGTERM between the two renames is held back until both are done
+    (:func:`lanternpk.interrupt.deferred`); it then stops the command with the new directory
+    in place (and may leave the old one in its hidden ``.NAME.old.XXXXXXXX``).
     """
     interrupt.check()  # a Ctrl-C that was lost on the way stops here, before any rename
     if not target.exists():
         os.replace(staging, target)
         return
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    try:
-        os.replace(target, aside / target.name)
-    except OSError:
-        aside.rmdir()  # nothing moved: the earlier output is where it was
-        raise
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(aside / target.name, target)  # the earlier output back in place
-        aside.rmdir()
-        raise
+    with interrupt.deferred():
+        try:
+            os.replace(target, aside / target.name)
+        except OSError:
+            aside.rmdir()  # nothing moved: the earlier output is where it was
+            raise
+        try:
+            os.replace(staging, target)
+        except OSError:
+            os.replace(aside / target.name, target)  # the earlier output back in place
+            aside.rmdir()
+            raise
     shutil.rmtree(aside, ignore_errors=True)

@@ -193,6 +193,35 @@ def test_a_run_that_cannot_be_moved_aside_is_refused_before_the_work(tmp_path):
     check_replaceable_directory(run, marker="posterior.nc", overwrite=True)
 
 
+def test_an_interrupt_between_the_two_renames_waits_until_both_are_done(tmp_path):
+    """A Ctrl-C (or a CI timeout's SIGTERM) after the earlier run was moved aside and before
+    the new one was moved in raised at once: the target was gone, the new run was deleted
+    with its staging directory, and the old one was left hidden in .run.old.XXXXXXXX."""
+    import signal
+
+    from lanternpk import interrupt
+    from lanternpk.io import replacing_directory
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "posterior.nc").write_text("old run")
+    original, calls = os.replace, []
+
+    def signal_after_the_first(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the old run is aside, the new one not yet in place
+            signal.raise_signal(signal.SIGINT)
+        return original(src, dst)
+
+    with interrupt.handling_interrupts(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", signal_after_the_first)
+        with pytest.raises(KeyboardInterrupt), replacing_directory(run) as staging:
+            (staging / "posterior.nc").write_text("new run")
+    assert len(calls) == 2
+    assert (run / "posterior.nc").read_text() == "new run"
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # nothing left blocked
+
+
 def test_replacing_directory_swaps_in_a_complete_directory_or_nothing(tmp_path):
     from lanternpk.io import replacing_directory
 
