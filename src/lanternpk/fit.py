@@ -415,7 +415,8 @@ def format_summary(summary: dict) -> str:
     for e in summary["estimands"]:
         if e["name"] not in ("homing_fraction", "half_life_d"):
             continue
-        note = "barely informed by data" if e["barely_informed"] else ""
+        note = {True: "barely informed by data", None: "informed? cannot tell"}.get(
+            e["barely_informed"], "")
         lines.append(f"{e['name']:<20}{e['cell_type']:<6}{e['region']:<15}"
                      f"{_number(e['median']):>10}{_interval(e):>24}  {note}")
     return "\n".join(lines)

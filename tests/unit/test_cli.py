@@ -41,6 +41,12 @@ def test_the_printed_summary_shows_null_statistics_as_n_a():
     assert contrast_line == ["half_life_ratio", "muse/msc", "lung", "1.92", "[1.08,", "n/a]",
                              "n/a"]
     assert estimand_line == ["half_life_d", "msc", "lung", "n/a", "[0.4,", "n/a]"]
+    notes = {flag: format_summary({"diagnostics": diagnostics, "contrasts": [],
+                                   "estimands": [{**estimand, "barely_informed": flag}]}
+                                  ).splitlines()[-1].split("]", 1)[1].strip()
+             for flag in (True, False, None)}  # null: could not be decided, not "informed"
+    assert notes == {True: "barely informed by data", False: "",
+                     None: "informed? cannot tell"}
 
 
 def test_a_label_stdout_cannot_encode_is_escaped_not_a_traceback(root, tmp_path):

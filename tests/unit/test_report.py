@@ -358,6 +358,20 @@ def test_engraftment_curves_follow_the_design_cell_types_not_the_axis_order(run,
     assert not np.allclose(both[:, 0], both[:, 1])  # the two cell types differ here
 
 
+def test_an_undecided_barely_informed_flag_is_not_read_as_informed(run, tmp_path):
+    """A null flag (no prior draws, a non-finite draw) was skipped, and with no flag set
+    section 7 said every posterior was markedly narrower than its prior."""
+    estimands = [{**e, "barely_informed": False} for e in run.summary["estimands"]]
+    estimands[0] = {**estimands[0], "barely_informed": None,
+                    "posterior_prior_width_ratio": None}
+    undecided = dataclasses.replace(run, summary={**run.summary, "estimands": estimands})
+    out = render_report([undecided], out=tmp_path / "r")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="barely">'):html.index('<section id="provenance">')]
+    assert "cannot tell" in section and estimands[0]["name"] in section
+    assert "Every estimand" not in section
+
+
 def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)

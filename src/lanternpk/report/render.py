@@ -494,15 +494,18 @@ def _compare(run: RunReport) -> dict | None:
 
 
 def _barely(run: RunReport) -> list[dict]:
+    """Estimands flagged barely informed, and those whose flag could not be decided (null:
+    no prior draws, a non-finite draw), which are not to be read as informed."""
     rows = []
     for e in run.summary["estimands"]:
-        if not e.get("barely_informed"):
+        if e.get("barely_informed") is False:
             continue
         day = "" if e["time_d"] is None else f"{e['time_d']:g}"
         rows.append({"name": e["name"], "cell_type": figures.cell_label(e["cell_type"]),
                      "region": e["region"], "time_d": day, "modality": e["modality"] or "",
                      **_cell(e),
-                     "ratio": fmt(e["posterior_prior_width_ratio"])})
+                     "ratio": fmt(e["posterior_prior_width_ratio"])
+                     if e.get("barely_informed") else "cannot tell"})
     return rows
 
 
