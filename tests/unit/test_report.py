@@ -372,6 +372,20 @@ def test_an_undecided_barely_informed_flag_is_not_read_as_informed(run, tmp_path
     assert "Every estimand" not in section
 
 
+def test_a_provenance_without_seed_or_with_a_text_command_is_shown(run, tmp_path):
+    """`seed` is not part of the provenance schema: a record without it passed the checks
+    and the report failed with a KeyError traceback; a command given as text was split
+    into one quoted character per word."""
+    provenance = {k: v for k, v in run.provenance.items() if k != "seed"}
+    out = render_report([dataclasses.replace(run, provenance={**provenance,
+                                                              "command": "lanternpk fit x"})],
+                        out=tmp_path / "r")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="provenance">'):]
+    assert f"<dt>seed</dt><dd>{run.provenance['sampler']['seed']}</dd>" in section
+    assert "<dt>command line</dt><dd>—</dd>" in section  # a command that is not a list
+
+
 def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)

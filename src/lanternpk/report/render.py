@@ -510,8 +510,12 @@ def _barely(run: RunReport) -> list[dict]:
 
 
 def _provenance(run: RunReport) -> dict:
+    """The provenance record as label–text pairs; a field a hand-edited record lacks (or
+    holds in another shape) is a dash, not a traceback (the record's schema requires only
+    the files, their hashes and the sampler)."""
     p = run.provenance
     s = p["sampler"]
+    command = p.get("command")
     items = [
         ("run directory", str(run.run_dir)),
         ("model spec", f"{run.design['spec']} — {p['spec_file']} (sha256 {p['spec_sha256']})"),
@@ -520,8 +524,8 @@ def _provenance(run: RunReport) -> dict:
          else f"{p['calibration_file']} (sha256 {p['calibration_sha256']})"),
         ("absolute scale set by", p.get("scale_set_by", "—")),
         ("sampler", ", ".join(f"{k} {v}" for k, v in s.items())),
-        ("seed", str(p["seed"])),
-        ("command line", shlex.join(p.get("command", []))),
+        ("seed", str(p.get("seed", s.get("seed", "—")))),
+        ("command line", shlex.join(map(str, command)) if isinstance(command, list) else "—"),
         ("created", p.get("created", "—")),
         ("wall time", f"{p['wall_time_s']} s" if "wall_time_s" in p else "—"),
         ("machine", ", ".join(f"{k} {v}" for k, v in p.get("machine", {}).items())),
