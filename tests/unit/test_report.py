@@ -386,6 +386,16 @@ def test_a_provenance_without_seed_or_with_a_text_command_is_shown(run, tmp_path
     assert "<dt>command line</dt><dd>—</dd>" in section  # a command that is not a list
 
 
+def test_two_runs_in_directories_of_one_name_are_told_apart(run, tmp_path):
+    """`report a/run b/run` named both runs 'run' in the comparison and provenance."""
+    other = dataclasses.replace(run, run_dir=tmp_path / "b" / run.run_dir.name)
+    out = render_report([run, other], out=tmp_path / "r")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="provenance">'):]
+    assert f"<h3>{run.run_dir.resolve()}</h3>" in section
+    assert f"<h3>{other.run_dir.resolve()}</h3>" in section
+
+
 def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)

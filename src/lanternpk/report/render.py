@@ -19,8 +19,9 @@ import re
 import shlex
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -102,6 +103,9 @@ class RunReport:
         Name and PNG bytes of every ``ppc/*.png``.
     compare : object or None
         Contents of ``compare.json``; ``None`` when absent.
+    label : str or None
+        How the report names the run; ``None``: its directory's name
+        (:func:`build_context` gives the full path where two runs share a name).
     """
 
     run_dir: Path
@@ -115,6 +119,7 @@ class RunReport:
     ppc_coverage: list[dict] | None = None
     ppc_figures: list[tuple[str, bytes]] = field(default_factory=list)
     compare: object | None = None
+    label: str | None = None
 
 
 def load_run_report(run_dir: str | os.PathLike) -> RunReport:
@@ -347,7 +352,17 @@ def _png(name: str, data: bytes) -> dict:
 # --- context ---------------------------------------------------------------------------------
 
 def _label(run: RunReport) -> str:
-    return run.run_dir.resolve().name
+    return run.label or run.run_dir.resolve().name
+
+
+def _distinct_labels(runs: Sequence[RunReport]) -> list[RunReport]:
+    """The runs, each labelled by its directory's name, or by its full path where two runs'
+    directories share a name (``a/run`` and ``b/run``)."""
+    names = [run.run_dir.resolve().name for run in runs]
+    counts = Counter(names)
+    return [replace(run, label=name if counts[name] == 1
+                                else str(run.run_dir.resolve()))
+            for run, name in zip(runs, names, strict=True)]
 
 
 def _study(run: RunReport) -> str:
@@ -547,6 +562,7 @@ def build_context(runs: Sequence[RunReport], sbc: dict | None = None) -> dict:
     """
     if not runs:
         raise UsageError("a report needs at least one run directory")
+    runs = _distinct_labels(runs)
     run = runs[0]
     design = run.design
     answer = _answer(run)
