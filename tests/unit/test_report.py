@@ -486,8 +486,11 @@ def test_probability_format():
     assert report_figures.format_probability(1.0) == "> 0.99"
     assert report_figures.format_probability(0.0) == "< 0.01"
     assert report_figures.format_probability(0.9775) == "0.98"
-    fixed = {"q05": 1.0, "q95": 1.0, "p_gt_1": 0.0}
+    fixed = {"q05": 1.0, "q95": 1.0, "p_gt_1": None}  # as summarize_estimands writes it
     assert report_figures.ratio_probability(fixed) == "n/a (fixed by model)"
+    assert report_figures.ratio_probability(fixed, short=True) == "n/a"
+    # a narrow interval is not a fixed ratio: its probability is shown (was "n/a")
+    assert report_figures.ratio_probability({"q05": 1.0, "q95": 1.0, "p_gt_1": 0.04}) == "0.04"
 
 
 def test_null_statistics_are_drawn_and_printed_as_n_a():

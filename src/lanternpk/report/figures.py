@@ -85,11 +85,11 @@ def ratio_forest(contrasts: Sequence[Mapping]) -> tuple[Figure, np.ndarray]:
 
 
 def ratio_probability(contrast: Mapping, *, short: bool = False) -> str:
-    """P(ratio > 1) of a contrast record; ``n/a`` when the model fixes the ratio or the
-    probability is null (a NaN draw)."""
-    q05, q95 = contrast["q05"], contrast["q95"]
-    if q05 is not None and q95 is not None and np.isclose(q05, q95, rtol=1e-9, atol=0.0):
-        return "n/a" if short else "n/a (fixed by model)"
+    """P(ratio > 1) of a contrast record; ``n/a`` when the probability is null: the model
+    fixes the ratio at 1 (every draw 1, so its interval is [1, 1]) or a draw is NaN
+    (:func:`lanternpk.estimands._p_gt_1` decides; a narrow interval alone does not)."""
+    if contrast["p_gt_1"] is None and contrast["q05"] == contrast["q95"] == 1.0 and not short:
+        return "n/a (fixed by model)"
     return format_probability(contrast["p_gt_1"])
 
 
