@@ -396,6 +396,23 @@ def test_two_runs_in_directories_of_one_name_are_told_apart(run, tmp_path):
     assert f"<h3>{other.run_dir.resolve()}</h3>" in section
 
 
+def test_a_contrast_flagged_on_its_own_is_listed_where_its_dagger_points(run, tmp_path):
+    """The answer table marks a flagged ratio with † and points to section 7, which listed
+    estimands only: a ratio flagged by its own width (numerator and denominator informed)
+    was in neither list."""
+    estimands = [{**e, "barely_informed": False} for e in run.summary["estimands"]]
+    contrasts = [{**c, "barely_informed": False} for c in run.summary["contrasts"]]
+    contrasts[0] = {**contrasts[0], "barely_informed": True,
+                    "posterior_prior_width_ratio": 1.074}
+    flagged = dataclasses.replace(run, summary={**run.summary, "estimands": estimands,
+                                                "contrasts": contrasts})
+    out = render_report([flagged], out=tmp_path / "r")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="barely">'):html.index('<section id="provenance">')]
+    assert contrasts[0]["name"] in section and "1.07" in section
+    assert section.count("<tr>") == 1 + 1  # the header and the one flagged contrast
+
+
 def test_a_non_png_in_ppc_is_refused(run_dir, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run_dir, copy)

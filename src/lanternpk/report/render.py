@@ -510,7 +510,9 @@ def _compare(run: RunReport) -> dict | None:
 
 def _barely(run: RunReport) -> list[dict]:
     """Estimands flagged barely informed, and those whose flag could not be decided (null:
-    no prior draws, a non-finite draw), which are not to be read as informed."""
+    no prior draws, a non-finite draw), which are not to be read as informed; then the
+    contrasts flagged barely informed (the answer table's † points here). A contrast's null
+    flag is not listed: a ratio the model fixes at 1 has no width to compare."""
     rows = []
     for e in run.summary["estimands"]:
         if e.get("barely_informed") is False:
@@ -521,6 +523,12 @@ def _barely(run: RunReport) -> list[dict]:
                      **_cell(e),
                      "ratio": fmt(e["posterior_prior_width_ratio"])
                      if e.get("barely_informed") else "cannot tell"})
+    for c in run.summary["contrasts"]:
+        if c.get("barely_informed"):
+            rows.append({"name": c["name"], "cell_type": f"{figures.cell_label(c['numerator'])}"
+                         f" / {figures.cell_label(c['denominator'])}", "region": c["region"],
+                         "time_d": "", "modality": "", **_cell(c),
+                         "ratio": fmt(c["posterior_prior_width_ratio"])})
     return rows
 
 
