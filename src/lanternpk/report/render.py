@@ -46,7 +46,7 @@ from lanternpk.fit import (
     load_run,
     summary_from_run,
 )
-from lanternpk.io import check_writable, is_interrupted_write, write_text_atomic
+from lanternpk.io import check_writable, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.report import figures
 from lanternpk.run_records import MAX_LISTED, SbcSummaryRecord, record_problems
 from lanternpk.solver.closed_form import organ_cells
@@ -671,7 +671,7 @@ def render_report(runs: Sequence[RunReport], *, out: str | os.PathLike,
     files = {
         "index.html": env.get_template("report.html.j2").render(context),
         "summary.md": env.get_template("summary.md.j2").render(context),
-        "summary.json": json.dumps(runs[0].summary, indent=1) + "\n",
+        "summary.json": json_text(runs[0].summary),  # NaN/inf as null, like the run's
     }
     return write_report(out, files)
 
