@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lanternpk import __version__
+from lanternpk import __version__, interrupt
 from lanternpk.argtypes import (
     chain_count,
     draw_count,
@@ -325,35 +325,39 @@ def console_main() -> None:
 
 
 def _run(argv: Sequence[str] | None, *, exiting: bool = False) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]
-    if args.command in ("fit", "demo"):
-        from lanternpk.inference import configure_jax_devices
-
-        configure_jax_devices(max(getattr(args, "chains", 4), os.cpu_count() or 1))
-    if args.command in _COMPILING_COMMANDS:
-        from lanternpk.compile_cache import enable_compile_cache
-
-        enable_compile_cache()
-    handler: Handler = args.handler
+    command = ""  # until the command line is read
     try:
+        # from the start: a Ctrl-C while the parser's modules or JAX load (~2 s) was a
+        # KeyboardInterrupt traceback, or was lost in a JAX callback and the command ran on
         with handling_interrupts(then_ignore=exiting):
+            args = build_parser().parse_args(argv)
+            command = args.command
+            args.command_line = ["lanternpk", *(sys.argv[1:] if argv is None else argv)]
+            if command in ("fit", "demo"):
+                from lanternpk.inference import configure_jax_devices
+
+                configure_jax_devices(max(getattr(args, "chains", 4), os.cpu_count() or 1))
+            if command in _COMPILING_COMMANDS:
+                from lanternpk.compile_cache import enable_compile_cache
+
+                enable_compile_cache()
+            handler: Handler = args.handler
+            interrupt.check()  # a Ctrl-C lost while JAX loaded stops here, before any work
             return handler(args)
     except DataError as err:
         for line in format_problems(err.problems):
             print(f"error: {printable(line, keep=_LAYOUT)}", file=sys.stderr)
-        notice(args.command, f"{len(err.problems)} problem(s) found")
+        notice(command, f"{len(err.problems)} problem(s) found")
         return err.exit_code
     except UserError as err:
-        notice(args.command, f"error: {err}")
+        notice(command, f"error: {err}")
         return err.exit_code
     except OSError as err:  # a file or directory that cannot be read or written
         where = f": {err.filename}" if err.filename else ""
-        notice(args.command, f"error: {err.strerror or err}{where}")
+        notice(command, f"error: {err.strerror or err}{where}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        notice(args.command, "interrupted")
+        notice(command, "interrupted")
         return EXIT_USAGE
 
 

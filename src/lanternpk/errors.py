@@ -125,7 +125,8 @@ def notice(command: str, message: str) -> None:
     For progress and warnings that name the user's paths (``scoring RUN_DIR``); stdout gets
     the same escaping from the command line, stderr cannot (it carries the progress bars).
     """
-    print(f"lanternpk {command}: {printable(message, keep=chr(10))}", file=sys.stderr)
+    prefix = f"lanternpk {command}" if command else "lanternpk"  # "": before one is known
+    print(f"{prefix}: {printable(message, keep=chr(10))}", file=sys.stderr)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

@@ -94,3 +94,30 @@ def test_a_signal_after_the_command_returned_leaves_its_exit_status(root, signum
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "KeyboardInterrupt" not in done.stderr and "observations" in done.stdout
+
+
+@pytest.mark.parametrize(("patch", "args", "stderr"), [
+    # a Ctrl-C while the parser's modules load (before: a KeyboardInterrupt traceback and
+    # death by the signal, not status 2)
+    ("orig = c.build_parser\n"
+     "c.build_parser = lambda: (signal.raise_signal(signal.SIGINT), orig())[1]",
+     ["validate", "observations.csv"], "lanternpk: interrupted"),
+    # a Ctrl-C swallowed while JAX loads, as JAX's garbage-collection callback does (before:
+    # lost, and the command ran on)
+    ("import lanternpk.compile_cache as cc\n"
+     "def swallowed():\n"
+     "    try:\n"
+     "        signal.raise_signal(signal.SIGINT)\n"
+     "    except KeyboardInterrupt:\n"
+     "        pass\n"
+     "cc.enable_compile_cache = swallowed",
+     ["ppc", "no_such_run"], "lanternpk ppc: interrupted"),
+], ids=["while-the-parser-loads", "lost-while-jax-loads"])
+def test_a_ctrl_c_while_the_command_starts_is_handled(tmp_path, patch, args, stderr):
+    script = "\n".join(["import signal, sys", "import lanternpk.cli as c", patch,
+                        f"sys.argv = ['lanternpk', *{args!r}]", "c.console_main()"])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == stderr
+    assert "Traceback" not in done.stderr
