@@ -27,9 +27,12 @@ MIN_COMPILE_S = 0.2
 def cache_directory() -> Path | None:
     """The cache directory this process would use, or None when the cache is off."""
     chosen = os.environ.get(ENV_VAR)
-    if chosen is not None:
-        return None if chosen.strip().lower() in ("", "off") else Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        if chosen is not None:
+            return None if chosen.strip().lower() in ("", "off") else Path(chosen).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # '~nosuchuser/x', or no home directory: no cache, not a failure
+        return None
     return Path(base) / "lanternpk" / "jax"
 
 

@@ -563,7 +563,8 @@ def run_tasks(backend: Backend, fn: Callable, tasks: Iterable[FitTask], *, timeo
             record["attempts"] = run.attempts
             on_record(record)
         for future, run in list(running.items()):
-            if future not in done and now - run.started > timeout_s:
+            # (not one that finished since wait_any returned: its result is collected next)
+            if future not in done and not future.done() and now - run.started > timeout_s:
                 running.pop(future)
                 backend.abandon(future)
                 run.attempts.append({"attempt": run.attempt, "status": "timeout",

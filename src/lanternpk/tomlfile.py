@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from lanternpk.errors import DataError, Problem
+from lanternpk.errors import DataError, Problem, UsageError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -233,16 +233,17 @@ def read_utf8(path: str | Path, *, what: str = "file") -> str:
 
     Raises
     ------
+    UsageError
+        The file cannot be read (exit status 2, as for every input that cannot be read).
     DataError
-        The file cannot be read, or is not UTF-8 (a UTF-16 file saved by a Windows editor:
-        the problem says so and on which line, not the codec's byte offset).
+        The file is not UTF-8 (a UTF-16 file saved by a Windows editor: the problem says so
+        and on which line, not the codec's byte offset).
     """
     file = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
-        raise DataError([Problem(file=file, message=f"cannot read {what}: "
-                                 f"{err.strerror or err}")]) from None
+        raise UsageError(f"cannot read {what} {file}: {err.strerror or err}") from None
     return decode_utf8(raw, file=file, prefix=f"cannot read {what}: ")
 
 

@@ -82,3 +82,15 @@ def test_second_fit_loads_its_programs_from_the_cache(root, tmp_path):
     two = az.from_netcdf(tmp_path / "run2" / "posterior.nc").posterior
     for name in one.data_vars:
         np.testing.assert_array_equal(one[name].values, two[name].values, err_msg=name)
+
+
+def test_a_cache_path_that_cannot_be_expanded_turns_the_cache_off(monkeypatch):
+    """`~nosuchuser/x` (or no home directory) raised RuntimeError, a traceback from every
+    compiling command; the docstring promises a fit never fails for want of a cache."""
+    monkeypatch.setenv(ENV_VAR, "~no_such_user_lanternpk/jax")
+    assert cache_directory() is None and enable_compile_cache() is None
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(
+        RuntimeError("Could not determine home directory"))))
+    assert cache_directory() is None

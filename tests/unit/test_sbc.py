@@ -274,6 +274,29 @@ def test_a_timed_out_fit_is_abandoned_and_retried():
     assert [a["status"] for a in records[0]["attempts"]] == ["timeout", "ok"]
 
 
+def test_a_fit_that_finished_after_the_wait_is_kept_not_timed_out():
+    """A future that finished between wait_any's return and the timeout check was
+    abandoned as timed out: its result lost and the fit run again."""
+    class FinishesLate(ExecutorBackend):
+        first = True
+
+        def wait_any(self, futures, timeout):
+            if self.first:  # the fit finishes just after the wait has returned
+                self.first = False
+                for future in futures:
+                    future.result()
+                return []
+            return super().wait_any(futures, timeout)
+
+    records = []
+    with ThreadPoolExecutor(1) as pool:
+        run_tasks(FinishesLate(pool, 1), _ok, [_task(0)], timeout_s=0.0,
+                  on_record=records.append, poll_s=0.05)
+    (record,) = records
+    assert record["status"] == "ok" and record["attempt_used"] == 1
+    assert [a["status"] for a in record["attempts"]] == ["ok"]
+
+
 def test_resume_keeps_only_finished_records_of_the_same_run(tmp_path):
     ok = {"status": "ok", "ranks": {}, "n_draws": 99, "wall_s": 1.0, "diagnostics": {}}
     write_record(tmp_path, {"index": 0, "key": "k", **ok})

@@ -162,3 +162,20 @@ def test_a_toml_value_is_shown_as_toml_writes_it(tmp_path):
     with pytest.raises(DataError) as info:
         load_truth(truth)
     assert "key 'study.dose_cells', value 2020-01-01: " in str(info.value.problems[0])
+
+
+def test_a_toml_file_that_cannot_be_read_is_a_usage_error(tmp_path, monkeypatch):
+    """An unreadable truth, design or mapping file exited 1 ("invalid input") where the
+    same file as a spec exited 2, the status README gives an input that cannot be read."""
+    from lanternpk.errors import UsageError
+    from lanternpk.tomlfile import read_utf8
+
+    path = tmp_path / "truth.toml"
+    path.write_text("x = 1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(UsageError, match=f"cannot read truth {path}: Permission denied"):
+        read_utf8(path, what="truth")
