@@ -628,13 +628,32 @@ def read_record(out: Path, index: int, key: str) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if not (isinstance(record, dict) and record.get("key") == key
+            and _whole(record.get("index")) and record["index"] == index
             and record.get("status") in ("ok", "failed")
-            and isinstance(record.get("attempts", []), list)):
+            and isinstance(record.get("attempts", []), list)
+            and all(isinstance(a, dict) for a in record.get("attempts", []))):
         return None
-    if record["status"] == "ok" and not all(isinstance(record.get(name), kind)
-                                            for name, kind in _OK_RECORD_FIELDS.items()):
+    if record["status"] == "ok" and not _complete(record):
         return None
     return record
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _complete(record: dict) -> bool:
+    """A finished record as :func:`fit_task` writes it: ranks are whole numbers in
+    0 … ``n_draws``, and the diagnostics the summary reads are there."""
+    if not all(isinstance(record.get(name), kind) for name, kind in _OK_RECORD_FIELDS.items()):
+        return False
+    n_draws, diagnostics = record["n_draws"], record["diagnostics"]
+    numbers = (diagnostics.get(k) for k in ("rhat_max", "ess_bulk_min"))
+    return (_whole(n_draws) and n_draws >= 1
+            and all(_whole(r) and 0 <= r <= n_draws for r in record["ranks"].values())
+            and _whole(diagnostics.get("divergences")) and diagnostics["divergences"] >= 0
+            and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                    for v in numbers))
 
 
 def finished(out: Path, n: int, key: str) -> dict[int, dict]:
@@ -869,6 +888,12 @@ def summarize(out: Path, n: int, key: str, *, alpha: float, bins: int, seed: int
     indices = sorted(records)
     names = list(records[indices[0]]["ranks"]) if indices else []
     n_draws = records[indices[0]]["n_draws"] if indices else 0
+    for i in indices:  # every fit of one campaign ranks the same quantities against L draws
+        if set(records[i]["ranks"]) != set(names) or records[i]["n_draws"] != n_draws:
+            raise UsageError(f"{fit_path(out, i)} ranks other quantities or another number of "
+                             f"draws than {fit_path(out, indices[0])}, though both carry this "
+                             "campaign's key; delete the file that is wrong and run the same "
+                             "command again to redo its fit")
     ranks = {name: np.array([records[i]["ranks"][name] for i in indices]) for name in names}
     tests = uniformity_tests(ranks, n_draws, alpha=alpha, bins=bins, seed=seed)
     diag = [records[i]["diagnostics"] for i in indices]

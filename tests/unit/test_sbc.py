@@ -298,7 +298,8 @@ def test_a_fit_that_finished_after_the_wait_is_kept_not_timed_out():
 
 
 def test_resume_keeps_only_finished_records_of_the_same_run(tmp_path):
-    ok = {"status": "ok", "ranks": {}, "n_draws": 99, "wall_s": 1.0, "diagnostics": {}}
+    ok = {"status": "ok", "ranks": {}, "n_draws": 99, "wall_s": 1.0,
+          "diagnostics": {"divergences": 0, "rhat_max": None, "ess_bulk_min": None}}
     write_record(tmp_path, {"index": 0, "key": "k", **ok})
     write_record(tmp_path, {"index": 1, "key": "other", **ok})
     write_record(tmp_path, {"index": 2, "key": "k", "status": "failed", "attempts": []})
@@ -406,9 +407,23 @@ def test_a_design_the_spec_cannot_model_names_its_keys_and_writes_nothing(tmp_pa
         "lanternpk sbc: 2 problem(s) found"]
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '"ok"', '{"index": 0, "key": "k", "status": "ok"}',
-                                  '{"index": 0, "key": "k", "status": "failed", "attempts": 3}',
-                                  "\udcff"])
+def _record_text(**changes) -> str:
+    """A complete finished record of fit 0 (L = 9) as JSON, with ``changes``."""
+    record = {"index": 0, "key": "k", "status": "ok", "ranks": {"a": 3}, "n_draws": 9,
+              "wall_s": 1.0,
+              "diagnostics": {"divergences": 0, "rhat_max": 1.0, "ess_bulk_min": 50.0}}
+    return json.dumps({**record, **changes})
+
+
+@pytest.mark.parametrize("text", [
+    "[1, 2]", '"ok"', '{"index": 0, "key": "k", "status": "ok"}',
+    '{"index": 0, "key": "k", "status": "failed", "attempts": 3}', "\udcff",
+    # found by a review helper: each passed and the summary raised KeyError or TypeError
+    _record_text(index=7),  # another fit's record copied over
+    _record_text(ranks={"a": 10}),  # a rank above L = 9
+    _record_text(ranks={"a": 2.5}),
+    _record_text(diagnostics={}),
+    _record_text(attempts=["x"])])
 def test_a_record_that_is_not_one_is_an_unfinished_fit(tmp_path, text):
     """Before: a record that was valid JSON but not a record (a list, a hand-edited dict
     without ranks) raised AttributeError or KeyError on resume and in the summary."""
@@ -419,6 +434,21 @@ def test_a_record_that_is_not_one_is_an_unfinished_fit(tmp_path, text):
     assert read_record(tmp_path, 0, "k") is None and finished(tmp_path, 1, "k") == {}
     summary = summarize(tmp_path, 1, "k", alpha=0.01, bins=10, seed=1)
     assert summary["missing_fits"] == [0] and not summary["passed"]
+
+
+def test_records_of_one_campaign_that_rank_other_quantities_are_named(tmp_path):
+    """Each record passes on its own, but the second ranks another quantity: the summary
+    raised KeyError; it now names the file to delete."""
+    from lanternpk.sbc import summarize
+
+    for index, name in ((0, "a"), (1, "b")):
+        write_record(tmp_path, {"index": index, "key": "k", "status": "ok",
+                                "ranks": {name: 3}, "n_draws": 9, "wall_s": 1.0,
+                                "diagnostics": {"divergences": 0, "rhat_max": 1.0,
+                                                "ess_bulk_min": 50.0}})
+    with pytest.raises(UsageError, match=r"0001.json ranks other quantities or another "
+                                         r"number of draws than .*0000.json"):
+        summarize(tmp_path, 2, "k", alpha=0.01, bins=10, seed=1)
 
 
 def test_a_complete_record_is_read_back(tmp_path):
