@@ -60,7 +60,10 @@ def key_lines(text: str) -> dict[tuple, int]:
     counts: dict[tuple, int] = {}
     table: tuple = ()
     in_string = None
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    # lines end at "\n" only: TOML allows U+2028, U+0085 … in comments and strings, which
+    # str.splitlines() would also break at, shifting every later line number
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = line.removesuffix("\r")
         if in_string is not None:
             if in_string in line:
                 in_string = None
@@ -178,6 +181,16 @@ class KeyedProblems(ValueError):
         super().__init__("; ".join(f"{key}: {message}" for key, _, message in problems))
 
 
+def dotted_key(loc: tuple) -> str:
+    """A pydantic location as the key a problem names: ``design.sacrifice[1].animals``
+    (an array index in brackets, so that :func:`path_parts` reads it back as a number and
+    the problem gets the line of that element, not of the first)."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+    return key
+
+
 def problems_from_validation(
     error: ValidationError, *, file: str, model: type[BaseModel]
 ) -> list[Problem]:
@@ -187,10 +200,11 @@ def problems_from_validation(
         loc = tuple(item["loc"])
         keyed = item.get("ctx", {}).get("error")
         if isinstance(keyed, KeyedProblems):
-            problems += [Problem(file=file, key=".".join([*map(str, loc), key]), value=value,
-                                 message=message) for key, value, message in keyed.problems]
+            prefix = f"{dotted_key(loc)}." if loc else ""
+            problems += [Problem(file=file, key=prefix + key, value=value, message=message)
+                         for key, value, message in keyed.problems]
             continue
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = dotted_key(loc) or "(top level)"
         message = plain_message(item)
         value = item.get("input")
         if item["type"] == "extra_forbidden":

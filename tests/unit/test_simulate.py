@@ -273,7 +273,7 @@ def test_simulate_never_overwrites_its_truth_file(root, tmp_path, capsys, target
 
 @pytest.mark.parametrize(("edits", "key", "message"), [
     ([("{ time_h = 24, animals = 2 }", "{ time_h = 24, animals = 100000000 }")],
-     "design.sacrifice.0.animals", "less than or equal to 10000"),
+     "design.sacrifice[0].animals", "less than or equal to 10000"),
     ([("animals = 2 }", "animals = 9000 }")],  # every group: 72,000 animals, 1.7M rows
      "design.sacrifice", "observation rows; at most 1,000,000"),
     ([("replicates = 3", "replicates = 100000000")],

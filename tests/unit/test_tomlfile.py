@@ -179,3 +179,26 @@ def test_a_toml_file_that_cannot_be_read_is_a_usage_error(tmp_path, monkeypatch)
     monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(UsageError, match=f"cannot read truth {path}: Permission denied"):
         read_utf8(path, what="truth")
+
+
+def test_a_problem_in_an_array_of_tables_names_its_own_line(tmp_path):
+    """`design.sacrifice.1.animals` was read back as the key "1", not the element 1, and
+    the problem got the line of the first [[design.sacrifice]]; a U+2028 in a comment (TOML
+    allows it) shifted every later line by one, as str.splitlines() breaks there."""
+    from lanternpk.sbc import load_design
+
+    text = (ROOT / "data/designs/sbc_small.toml").read_text(encoding="utf-8")
+    inline = text[text.index("sacrifice = ["):text.index("]\n", text.index("sacrifice = ["))
+                  + 2]
+    tables = ("[[design.sacrifice]]\ntime_h = 168\nanimals = 2\n\n"
+              "[[design.sacrifice]]\ntime_h = 672\nanimals = \"two\"\n")
+    edited = text.replace(inline, "").replace("[detection]", tables + "\n[detection]")
+    edited = edited.replace("# A small study", "# A small\u2028study", 1)
+    path = tmp_path / "design.toml"
+    path.write_text(edited, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_design(path)
+    (problem,) = caught.value.problems
+    lines = edited.split("\n")
+    assert problem.key == "design.sacrifice[1].animals"
+    assert lines[problem.line - 1] == 'animals = "two"'
