@@ -26,7 +26,8 @@ Steps (Talts et al. 2018):
    ``failed`` record and reported. Results are written by the client, atomically, to
    ``OUT/fits/NNNN.json`` as each fit arrives: a lost worker loses no finished fit, and
    re-running the same command skips indices with a finished record of the same run key
-   (sha256 of spec, design and settings); failed records are retried.
+   (sha256 of spec, design, settings, block size and lanternpk version: a newer version may
+   simulate or fit differently); failed records are retried.
 5. **Summary**: ``OUT/ranks.csv``, ``OUT/sbc.json`` and ``OUT/sbc_ecdf.png`` (uniformity tests
    of :mod:`lanternpk.sbc_stats`).
 
@@ -55,7 +56,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lanternpk import __version__
+from lanternpk import __version__, interrupt
 from lanternpk.argtypes import (
     chain_count,
     draw_count,
@@ -485,13 +486,17 @@ class DaskBackend(Backend):
         future.release()
 
     def abandon(self, future):
-        """Cancel the future and restart the worker running it (when it has a nanny)."""
+        """Cancel the future and restart the worker running it when it has a nanny; a worker
+        without one runs on (``restart_workers`` would shut it down for good, shrinking an
+        external cluster)."""
         workers = [w for w, keys in self.client.processing().items() if future.key in keys]
         future.cancel()
-        if workers:
+        info = self.client.scheduler_info().get("workers", {})
+        restartable = [w for w in workers if info.get(w, {}).get("nanny")]
+        if restartable:
             try:
-                self.client.restart_workers(workers, raise_for_error=False)
-            except Exception:  # a worker without a nanny cannot be restarted: it runs on
+                self.client.restart_workers(restartable, raise_for_error=False)
+            except Exception:  # e.g. the worker left meanwhile: nothing to restart
                 pass
 
 
@@ -546,6 +551,7 @@ def run_tasks(backend: Backend, fn: Callable, tasks: Iterable[FitTask], *, timeo
             task = pending.pop()
             _launch(backend, fn, running, _Running(task, 1, 0.0))
         done = backend.wait_any(list(running), timeout=poll_s)
+        interrupt.check()  # a Ctrl-C lost in a JAX callback stops here, not at the next record
         now = time.monotonic()
         for future in done:
             run = running.pop(future)
@@ -771,8 +777,12 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
             raise UsageError(f"{manifest_path} is not an SBC campaign record (not a JSON "
                              "object); use another --out")
         if old.get("key") != key:
-            raise UsageError(f"{out} holds an SBC campaign of another spec, design or settings "
-                             f"(run key {str(old.get('key', '?'))[:12]}…); use another --out")
+            version = old.get("lanternpk")
+            other = (f", or of lanternpk {version} (this is {__version__})"
+                     if isinstance(version, str) and version != __version__ else "")
+            raise UsageError(f"{out} holds an SBC campaign of another spec, design or settings"
+                             f"{other} (run key {str(old.get('key', '?'))[:12]}…); use another "
+                             "--out")
     manifest = {"key": key, "spec_file": str(spec_path), "design_file": str(design_path),
                 "spec_sha256": hashlib.sha256(Path(spec_path).read_bytes()).hexdigest(),
                 "design_sha256": hashlib.sha256(Path(design_path).read_bytes()).hexdigest(),
@@ -788,7 +798,7 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
     try:
         write_text_atomic(manifest_path, json_text(manifest))
         if todo:
-            tasks = _make_tasks(spec, obs, todo, key, settings, out)
+            tasks = _make_tasks(spec, obs, todo, key, settings)
             wall_fits = _execute(tasks, out, n=n, n_done=len(done), timeout_s=timeout_s,
                                  progress=progress, backend=backend, task_fn=task_fn)
     finally:
@@ -823,7 +833,7 @@ def _versions() -> dict:
     return versions
 
 
-def _make_tasks(spec, obs, todo, key, settings, out) -> list[FitTask]:
+def _make_tasks(spec, obs, todo, key, settings) -> list[FitTask]:
     tasks = []
     for block in sorted({i // BLOCK for i in todo}):
         datasets = simulate_block(spec, obs, block, settings.seed)

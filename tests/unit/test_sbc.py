@@ -478,6 +478,22 @@ def test_a_directory_that_is_not_a_campaign_is_refused(tmp_path, root, capsys):
     assert (tmp_path / "ranks.csv").read_text() == "mine"
 
 
+def test_a_campaign_of_another_version_says_so(tmp_path, root, capsys):
+    """The run key also holds lanternpk's version; after an upgrade, resuming was refused as
+    "another spec, design or settings" though none had changed."""
+    from lanternpk import __version__
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    (tmp_path / "sbc_run.json").write_text(json.dumps({"key": "0" * 64, "lanternpk": "0.0.1"}))
+    rc = main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design",
+               str(root / "data/designs/sbc_small.toml"), "--n", "1", "--out", str(tmp_path),
+               "--quiet"])
+    assert rc == EXIT_USAGE
+    assert (f"another spec, design or settings, or of lanternpk 0.0.1 (this is {__version__})"
+            in capsys.readouterr().err)
+
+
 def test_what_a_killed_first_write_left_is_not_a_users_file(tmp_path):
     """A campaign killed while writing sbc_run.json left .sbc_run.json.XXXXXXXX.tmp, and
     every later `sbc --out` of the directory was refused as not empty."""
@@ -599,3 +615,34 @@ def test_a_campaign_file_nested_too_deeply_is_a_usage_error(tmp_path, root, caps
                "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "nested too deeply" in err
+
+
+def test_a_timed_out_fit_restarts_only_a_worker_with_a_nanny():
+    """`restart_workers` shuts a worker without a nanny down for good (distributed 2026.8):
+    one timeout shrank an external cluster. Only workers with a nanny are restarted."""
+    from lanternpk.sbc import DaskBackend
+
+    class Future:
+        key = "sbc-fit-00000-1-0"
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Client:
+        def __init__(self):
+            self.restarted = []
+
+        def processing(self):
+            return {"tcp://a:1": [Future.key], "tcp://b:1": [Future.key], "tcp://c:1": []}
+
+        def scheduler_info(self):
+            return {"workers": {"tcp://a:1": {"nanny": "tcp://a:2"},
+                                "tcp://b:1": {"nanny": None}, "tcp://c:1": {"nanny": "x"}}}
+
+        def restart_workers(self, workers, raise_for_error):
+            self.restarted.append(list(workers))
+
+    client, future = Client(), Future()
+    DaskBackend(client).abandon(future)
+    assert future.cancelled and client.restarted == [["tcp://a:1"]]
