@@ -379,6 +379,14 @@ def _number(value: float | None, spec: str = ".3g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _probability(p: float | None) -> str:
+    """P(ratio > 1) to three decimals; beyond them "> 0.999" / "< 0.001" (a Monte Carlo
+    estimate from a few thousand draws is not a certainty), None as "n/a"."""
+    if p is None:
+        return "n/a"
+    return "> 0.999" if p > 0.999 else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _interval(record: dict) -> str:
     return f"[{_number(record['q05'])}, {_number(record['q95'])}]"
 
@@ -408,7 +416,7 @@ def format_summary(summary: dict) -> str:
     for c in summary["contrasts"]:
         label = f"{c['name']} {c['numerator']}/{c['denominator']}"
         lines.append(f"{label:<32}{c['region']:<15}{_number(c['median']):>10}"
-                     f"{_interval(c):>24}{_number(c['p_gt_1'], '.3f'):>8}")
+                     f"{_interval(c):>24}{_probability(c['p_gt_1']):>8}")
     lines.append("")
     lines.append(f"{'estimand':<20}{'cell':<6}{'region':<15}{'median':>10}"
                  f"{'90% interval':>24}  note")

@@ -47,6 +47,11 @@ def test_the_printed_summary_shows_null_statistics_as_n_a():
              for flag in (True, False, None)}  # null: could not be decided, not "informed"
     assert notes == {True: "barely informed by data", False: "",
                      None: "informed? cannot tell"}
+    shown = {p: format_summary({"diagnostics": diagnostics, "estimands": [],
+                                "contrasts": [{**contrast, "p_gt_1": p}]}
+                               ).splitlines()[-3].rsplit("]", 1)[1].strip()
+             for p in (1.0, 0.9996, 0.5, 0.0)}  # P(>1) of a few thousand draws is no certainty
+    assert shown == {1.0: "> 0.999", 0.9996: "> 0.999", 0.5: "0.500", 0.0: "< 0.001"}
 
 
 def test_a_label_stdout_cannot_encode_is_escaped_not_a_traceback(root, tmp_path):
