@@ -44,7 +44,7 @@ from lanternpk.fit import (
     POSTERIOR_FILE,
     file_sha256,
     load_run,
-    summary_from_run,
+    make_summary,
 )
 from lanternpk.io import check_writable, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.report import figures
@@ -86,7 +86,8 @@ class RunReport:
     run_dir : Path
         The run directory.
     summary : dict
-        The summary contract, recomputed from the saved posterior (:func:`summary_from_run`).
+        The summary contract, recomputed from the saved posterior (as
+        :func:`lanternpk.fit.summary_from_run` computes it).
     design, provenance, diagnostics : dict
         The posterior's ``lanternpk_design``, ``lanternpk_provenance`` and
         ``lanternpk_diagnostics`` attributes (diagnostics with per-check detail).
@@ -131,9 +132,9 @@ def load_run_report(run_dir: str | os.PathLike) -> RunReport:
         If ``run_dir`` is not a run, or its ``ppc/`` or ``compare.json`` files are malformed.
     """
     run_dir = Path(run_dir)
-    summary = summary_from_run(run_dir)
-    idata, design, provenance = load_run(run_dir)
+    idata, design, provenance = load_run(run_dir)  # once (summary_from_run would load it again)
     diagnostics = json.loads(idata.attrs["lanternpk_diagnostics"])
+    summary = make_summary(idata, design, diagnostics, provenance)
     observations, note = _observations(idata, provenance, run_dir / POSTERIOR_FILE)
     ppc_dir = run_dir / "ppc"
     coverage = _read_json(ppc_dir / "coverage.json")
