@@ -9,12 +9,13 @@ dose for every cell type) and against the draws (the variables the estimands rea
 cell-type axes of the same length and labels, background groups that exist). A mismatch is a
 clear refusal, not a traceback later or, worse, estimands of other organs.
 :class:`SbcSummaryRecord` is the same check of what ``report --sbc`` reads of an SBC
-campaign's ``sbc.json``.
+campaign's ``sbc.json``, and :class:`SbcFitRecord` of the fit records an SBC campaign resumes
+from.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -130,6 +131,36 @@ class SbcSummaryRecord(_Record):
     alpha: Annotated[float, Field(gt=0, lt=1)]
     tests: str
     quantities: list[SbcQuantityRecord]
+
+
+class SbcFitDiagnosticsRecord(_Record):
+    divergences: Count
+    rhat_max: Statistic
+    ess_bulk_min: Statistic
+
+
+class SbcFitRecord(_Record):
+    """One fit of an SBC campaign, ``fits/NNNN.json``, as ``sbc.fit_task`` and the client
+    write it: a finished one (``ok``) holds whole ranks in 0 … ``n_draws`` and the
+    diagnostics the summary reads; a ``failed`` one, its attempts."""
+
+    index: Count
+    key: str
+    status: Literal["ok", "failed"]
+    attempts: list[dict[str, Any]] = []
+    ranks: dict[str, Count] | None = None
+    n_draws: Annotated[int, Field(ge=1)] | None = None
+    diagnostics: SbcFitDiagnosticsRecord | None = None
+    wall_s: float | None = None
+
+    @model_validator(mode="after")
+    def _finished_fit_is_whole(self) -> SbcFitRecord:
+        if self.status == "ok":
+            if None in (self.ranks, self.n_draws, self.diagnostics, self.wall_s):
+                raise ValueError("a finished fit needs ranks, n_draws, diagnostics and wall_s")
+            if any(rank > self.n_draws for rank in self.ranks.values()):
+                raise ValueError(f"a rank above n_draws = {self.n_draws}")
+        return self
 
 
 def record_problems(name: str, schema: type[BaseModel], record: Any) -> list[str]:

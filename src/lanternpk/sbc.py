@@ -70,6 +70,7 @@ from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, is_interrupted_write, json_text, write_text_atomic
+from lanternpk.run_records import SbcFitRecord, record_problems
 from lanternpk.spec import ModelSpec, load_spec
 from lanternpk.tomlfile import (
     KeyedProblems,
@@ -621,45 +622,18 @@ def fit_path(out: Path, index: int) -> Path:
     return out / FITS_DIR / f"{index:04d}.json"
 
 
-#: What a finished record must hold (:func:`fit_task`) for the summary to read it.
-_OK_RECORD_FIELDS = {"ranks": dict, "diagnostics": dict, "n_draws": int, "wall_s": int | float}
-
-
 def read_record(out: Path, index: int, key: str) -> dict | None:
     """Fit record ``index`` of run key ``key``, or None: absent, of another run, or not a
-    record (unreadable, half written, edited by hand), so that its fit is redone."""
+    whole record (unreadable, half written, copied from another index, edited by hand:
+    :class:`lanternpk.run_records.SbcFitRecord`), so that its fit is redone."""
     path = fit_path(out, index)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    if not (isinstance(record, dict) and record.get("key") == key
-            and _whole(record.get("index")) and record["index"] == index
-            and record.get("status") in ("ok", "failed")
-            and isinstance(record.get("attempts", []), list)
-            and all(isinstance(a, dict) for a in record.get("attempts", []))):
+    if record_problems("fit", SbcFitRecord, record):
         return None
-    if record["status"] == "ok" and not _complete(record):
-        return None
-    return record
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _complete(record: dict) -> bool:
-    """A finished record as :func:`fit_task` writes it: ranks are whole numbers in
-    0 … ``n_draws``, and the diagnostics the summary reads are there."""
-    if not all(isinstance(record.get(name), kind) for name, kind in _OK_RECORD_FIELDS.items()):
-        return False
-    n_draws, diagnostics = record["n_draws"], record["diagnostics"]
-    numbers = (diagnostics.get(k) for k in ("rhat_max", "ess_bulk_min"))
-    return (_whole(n_draws) and n_draws >= 1
-            and all(_whole(r) and 0 <= r <= n_draws for r in record["ranks"].values())
-            and _whole(diagnostics.get("divergences")) and diagnostics["divergences"] >= 0
-            and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-                    for v in numbers))
+    return record if record["key"] == key and record["index"] == index else None
 
 
 def finished(out: Path, n: int, key: str) -> dict[int, dict]:
