@@ -296,6 +296,21 @@ def _p_gt_1(ratio: np.ndarray) -> float | None:
     return float(np.mean(ratio > 1))
 
 
+def format_probability(p: float | None, decimals: int = 2) -> str:
+    """A probability (P(ratio > 1)) to ``decimals`` decimals, as the report and the fit
+    summary show it: one that would round to 1 or 0 reads ``> 0.99`` / ``< 0.01`` (at two
+    decimals; an estimate from a few thousand draws is not a certainty), None (null in the
+    summary) ``n/a``."""
+    if p is None:
+        return "n/a"
+    step = 10.0 ** -decimals
+    if p > 1 - step / 2:
+        return f"> {1 - step:.{decimals}f}"
+    if p < step / 2:
+        return f"< {step:.{decimals}f}"
+    return f"{p:.{decimals}f}"
+
+
 def contrast_pair(cell_types: list[str]) -> tuple[str, str]:
     """Numerator and denominator of the contrasts: Muse / MSC (DESIGN.md) when the study
     holds both, whatever order the spec lists them in; else the first listed cell type over

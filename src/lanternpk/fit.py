@@ -30,7 +30,7 @@ from lanternpk.argtypes import not_a_file
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.diagnostics import check_convergence, format_check_value
 from lanternpk.errors import DataError, Problem, UsageError, load_all
-from lanternpk.estimands import summarize_estimands
+from lanternpk.estimands import format_probability, summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
 from lanternpk.io import check_replaceable_directory, check_writable, replacing_directory
 from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
@@ -379,14 +379,6 @@ def _number(value: float | None, spec: str = ".3g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _probability(p: float | None) -> str:
-    """P(ratio > 1) to three decimals; beyond them "> 0.999" / "< 0.001" (a Monte Carlo
-    estimate from a few thousand draws is not a certainty), None as "n/a"."""
-    if p is None:
-        return "n/a"
-    return "> 0.999" if p > 0.999 else "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _interval(record: dict) -> str:
     return f"[{_number(record['q05'])}, {_number(record['q95'])}]"
 
@@ -416,7 +408,7 @@ def format_summary(summary: dict) -> str:
     for c in summary["contrasts"]:
         label = f"{c['name']} {c['numerator']}/{c['denominator']}"
         lines.append(f"{label:<32}{c['region']:<15}{_number(c['median']):>10}"
-                     f"{_interval(c):>24}{_probability(c['p_gt_1']):>8}")
+                     f"{_interval(c):>24}{format_probability(c['p_gt_1'], 3):>8}")
     lines.append("")
     lines.append(f"{'estimand':<20}{'cell':<6}{'region':<15}{'median':>10}"
                  f"{'90% interval':>24}  note")

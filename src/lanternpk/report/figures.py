@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 
+from lanternpk.estimands import format_probability
+
 #: CSS pixels per figure inch (the HTML shows figures at this scale).
 CSS_DPI = 100
 #: Okabe–Ito colours (colour-blind safe), one per cell type in design order.
@@ -91,18 +93,6 @@ def ratio_probability(contrast: Mapping, *, short: bool = False) -> str:
     if contrast["p_gt_1"] is None and contrast["q05"] == contrast["q95"] == 1.0 and not short:
         return "n/a (fixed by model)"
     return format_probability(contrast["p_gt_1"])
-
-
-def format_probability(p: float | None) -> str:
-    """A probability to two decimals, ``> 0.99`` / ``< 0.01`` at the ends, ``n/a`` for
-    None (null in the summary)."""
-    if p is None:
-        return "n/a"
-    if p > 0.995:
-        return "> 0.99"
-    if p < 0.005:
-        return "< 0.01"
-    return f"{p:.2f}"
 
 
 def engraftment_bands(days: np.ndarray, quantiles: np.ndarray, *, cell_types: Sequence[str],
