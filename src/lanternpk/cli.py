@@ -120,13 +120,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    import json
-
     from lanternpk.fit import format_summary, summary_from_run
+    from lanternpk.io import json_text
 
     summary = summary_from_run(args.run_dir, spec_path=args.model, data_path=args.data)
     if args.json:
-        print(json.dumps(summary, indent=1, allow_nan=False))
+        print(json_text(summary), end="")
     else:
         print(format_summary(summary))
     return EXIT_OK if summary["diagnostics"]["passed"] else EXIT_DIAGNOSTICS

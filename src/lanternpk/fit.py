@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import arviz as az
-import numpy as np
 import pandas as pd
 
 from lanternpk import __version__
@@ -32,7 +31,12 @@ from lanternpk.diagnostics import check_convergence, format_check_value
 from lanternpk.errors import DataError, Problem, UsageError, load_all
 from lanternpk.estimands import format_probability, summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
-from lanternpk.io import check_replaceable_directory, check_writable, replacing_directory
+from lanternpk.io import (
+    check_replaceable_directory,
+    check_writable,
+    json_text,
+    replacing_directory,
+)
 from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
 from lanternpk.run_records import run_record_problems
 from lanternpk.spec import ModelSpec, load_spec
@@ -235,17 +239,10 @@ def _write_run(out_dir: Path, idata, provenance, diagnostics, summary) -> None:
         idata.to_netcdf(staging / POSTERIOR_FILE)
         for name, record in (("provenance.json", provenance), ("diagnostics.json", diagnostics),
                              ("summary.json", summary)):
-            text = json.dumps(record, indent=1, default=_json_default, allow_nan=False)
-            (staging / name).write_text(text + "\n", encoding="utf-8")
+            (staging / name).write_text(json_text(record), encoding="utf-8")
         if not diagnostics["passed"]:
             (staging / "DIAGNOSTICS_FAILED").write_text(
                 "Convergence checks failed; see diagnostics.json.\n", encoding="utf-8")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def require_run(run_dir: Path, *, writable: bool = False) -> Path:

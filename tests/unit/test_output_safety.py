@@ -403,3 +403,37 @@ def test_demo_replaces_only_a_run_demo_wrote(root, tmp_path, capsys):
     assert main(["demo", "--root", str(root), "--out", str(tmp_path / "report")]) == EXIT_USAGE
     assert "not by `lanternpk demo`" in capsys.readouterr().err
     assert (run / "posterior.nc").read_bytes() == b"a run"
+
+
+class _Posterior:
+    def to_netcdf(self, path):
+        Path(path).write_bytes(b"")
+
+
+def test_a_non_finite_statistic_is_written_as_json_null(tmp_path):
+    import json
+
+    from lanternpk.fit import _write_run
+
+    diagnostics = {"rhat_max": float("nan"), "ebfmi_min": np.float64(np.inf),
+                   "divergences": np.int64(0), "passed": False}
+    summary = {"diagnostics": diagnostics, "estimands": {"x": [np.float64(0.5)]}}
+    _write_run(tmp_path / "run", _Posterior(), {"seed": np.int64(3)}, diagnostics, summary)
+    written = {name: json.loads((tmp_path / "run" / name).read_text(encoding="utf-8"))
+               for name in ("provenance.json", "diagnostics.json", "summary.json")}
+    assert written["diagnostics.json"] == {"rhat_max": None, "ebfmi_min": None,
+                                           "divergences": 0, "passed": False}
+    assert written["summary.json"]["estimands"] == {"x": [0.5]}
+    assert written["provenance.json"] == {"seed": 3}
+
+
+def test_summarize_json_writes_a_non_finite_statistic_as_null(monkeypatch, tmp_path, capsys):
+    import json
+
+    import lanternpk.fit
+
+    summary = {"diagnostics": {"rhat_max": float("nan"), "passed": True}}
+    monkeypatch.setattr(lanternpk.fit, "summary_from_run", lambda *a, **k: summary)
+    assert main(["summarize", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"diagnostics": {"rhat_max": None,
+                                                                   "passed": True}}
