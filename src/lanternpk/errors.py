@@ -129,10 +129,27 @@ def notice(command: str, message: str) -> None:
     print(f"{prefix}: {printable(message, keep=chr(10))}", file=sys.stderr)
 
 
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option most like ``word`` (difflib ratio at least 0.6), or ``None``."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``options`` to ``word``, or ``""``."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(word, options)
+    return f" (did you mean {close!r}?)" if close is not None else ""
+
+
+def unknown_key_message(key: str, allowed: Iterable[str]) -> str:
+    """The message for a key a file's table does not have, worded alike in every file kind.
+
+    ``unknown key 'x' (did you mean 'y'?); allowed keys: a, b``; the list is left out when
+    ``allowed`` is empty (a table whose keys are the user's own names).
+    """
+    allowed = list(allowed)
+    message = f"unknown key {key!r}" + did_you_mean(key, allowed)
+    return message + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
 
 
 def load_all(*jobs: tuple[Callable[[Any], Any], Any]) -> list[Any]:

@@ -120,7 +120,14 @@ from pydantic import (
     model_validator,
 )
 
-from lanternpk.errors import CONTROL_CHARACTER, DataError, Problem, UsageError, did_you_mean
+from lanternpk.errors import (
+    CONTROL_CHARACTER,
+    DataError,
+    Problem,
+    UsageError,
+    did_you_mean,
+    unknown_key_message,
+)
 from lanternpk.tomlfile import decode_utf8, parse_toml, plain_message, with_lines
 
 __all__ = [
@@ -804,9 +811,7 @@ def _problems(exc: ValidationError, file: str) -> list[Problem]:
         if kind == "extra_forbidden":
             _, parent = _walk(loc[:-1])
             allowed = _keys_of(parent)
-            message = f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), allowed)
-            if allowed:
-                message += f"; allowed keys: {', '.join(allowed)}"
+            message = unknown_key_message(str(loc[-1]), allowed)
         elif kind == "union_tag_invalid":  # pydantic's tag is str(value): True, not true
             given = value.get("dist") if isinstance(value, dict) else ctx.get("tag")
             path, value = f"{path}.dist", given

@@ -6,7 +6,6 @@ Nothing in the file is executed: TOML is parsed as data and checked field by fie
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import re
 import sys
@@ -16,7 +15,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from lanternpk.errors import DataError, Problem, UsageError
+from lanternpk.errors import DataError, Problem, UsageError, unknown_key_message
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -208,8 +207,7 @@ def problems_from_validation(
         message = plain_message(item)
         value = item.get("input")
         if item["type"] == "extra_forbidden":
-            hint = difflib.get_close_matches(str(loc[-1]), _allowed_fields(model, loc), n=1)
-            message = "unknown key" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            message = unknown_key_message(str(loc[-1]), _allowed_fields(model, loc))
             value = None
         elif item["type"] == "missing":
             value = None

@@ -82,8 +82,8 @@ def test_an_images_own_roi_that_no_export_row_has_is_named(tmp_path: Path) -> No
                        'cell_type = "muse"\nrois = { "ROI 9" = "liver" }\n')
     assert _problems([REFERENCE], mapping) == [
         f"{mapping}, line 11, key 'images.IMG0001.rois.\"ROI 9\"', value 'liver': image "
-        "'IMG0001' has no ROI 'ROI 9' in the exports (its ROIs: BKG 1, ROI 1, ROI 2, ROI 3); "
-        "did you mean 'ROI 3'?"]
+        "'IMG0001' has no ROI 'ROI 9' in the exports (did you mean 'ROI 3'?); its ROIs: "
+        "BKG 1, ROI 1, ROI 2, ROI 3"]
     fine = _mapping(tmp_path, 'cell_type = "muse"\n',
                     'cell_type = "muse"\nrois = { "ROI 2" = "femur" }\n')
     import_livingimage([REFERENCE], mapping=fine)  # an ROI the image has: no problem
@@ -459,7 +459,8 @@ def test_cli_refuses_an_unsupported_out_suffix_before_reading_input(
     (("ROI 3", "ROI 9"), ("", ""),
      "row 4, column 'ROI', value 'ROI 9': ROI not in the mapping"),
     (("", ""), ('cell_type = "muse"', 'cel_type = "muse"'),
-     "key 'images.IMG0001.cel_type': unknown key 'cel_type'; did you mean 'cell_type'?"),
+     "key 'images.IMG0001.cel_type': unknown key 'cel_type' (did you mean 'cell_type'?); "
+     "allowed keys: animal, cell_type, "),
 ])
 def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   export_edit: tuple[str, str], map_edit: tuple[str, str],

@@ -202,3 +202,21 @@ def test_a_problem_in_an_array_of_tables_names_its_own_line(tmp_path):
     lines = edited.split("\n")
     assert problem.key == "design.sacrifice[1].animals"
     assert lines[problem.line - 1] == 'animals = "two"'
+
+
+def test_an_unknown_key_is_worded_as_in_spec_and_mapping_files(tmp_path):
+    """Truth and design files said only "unknown key; did you mean 'x'?"; spec and mapping
+    files name the key and list the allowed ones. All now go through one message."""
+    from lanternpk.sbc import load_design
+
+    text = (ROOT / "data/designs/sbc_small.toml").read_text(encoding="utf-8")
+    path = tmp_path / "design.toml"
+    path.write_text(text.replace("[detection]", "[detection]\nbackground_cvv = 1", 1),
+                    encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_design(path)
+    (problem,) = caught.value.problems
+    assert problem.key == "detection.background_cvv"
+    assert problem.message.startswith(
+        "unknown key 'background_cvv' (did you mean 'background_cv'?); allowed keys: "
+        "background_in_vivo, ")

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import itertools
 import json
@@ -92,7 +91,14 @@ from lanternpk.data.schema import (
     OPTIONAL_OBSERVATION_COLUMNS,
 )
 from lanternpk.data.validate import validate_observations
-from lanternpk.errors import DataError, Problem, UsageError, did_you_mean
+from lanternpk.errors import (
+    DataError,
+    Problem,
+    UsageError,
+    closest,
+    did_you_mean,
+    unknown_key_message,
+)
 from lanternpk.io import PARQUET_SUFFIXES
 from lanternpk.tomlfile import parse_toml, plain_message, read_utf8, with_lines
 
@@ -181,16 +187,6 @@ def _key_path(loc: Iterable[object]) -> str:
     return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else json.dumps(p) for p in parts)
 
 
-def _closest(word: str, options: Iterable[str]) -> str | None:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return match[0] if match else None
-
-
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    match = _closest(word, options)
-    return f"; did you mean '{match}'?" if match else ""
-
-
 def _pydantic_problem(file: str, err: dict) -> Problem:
     loc = err["loc"]
     kind = err["type"]
@@ -200,9 +196,7 @@ def _pydantic_problem(file: str, err: dict) -> Problem:
         if model is None and len(loc) == 3 and loc[0] == "images":
             model = ImageEntry
         allowed = sorted(model.model_fields) if model else []
-        message = f"unknown key '{loc[-1]}'{_did_you_mean(str(loc[-1]), allowed)}"
-        if allowed:
-            message += f" (valid keys: {', '.join(allowed)})"
+        message = unknown_key_message(str(loc[-1]), allowed)
         value = None
     elif kind == "missing":
         message = f"missing required key '{loc[-1]}'"
@@ -490,7 +484,7 @@ def _read_export(path: Path, *, rule: bool
     unused = {_normalise(h): h for i, h in enumerate(headers) if i not in columns.values()}
     for meaning in needed:
         if meaning not in columns:
-            close = _closest(_ALIASES[meaning][0], unused)
+            close = closest(_ALIASES[meaning][0], unused)
             hint = f"; did you mean {unused[close]!r}?" if close else ""
             why = " (the background LOD rule in [lod] needs it)" if meaning in _RULE_COLUMNS else ""
             problems.append(Problem(file, f"missing column {_DISPLAY[meaning]!r}{why}{hint}",
@@ -720,15 +714,15 @@ def import_livingimage(exports: Sequence[Path], *, mapping: Path,
             _once(grouped, ("roi", row.file, row.roi), Problem(
                 row.file, f"ROI not in the mapping {map_file}: map it to a region under [rois] "
                 f"(e.g. {json.dumps(row.roi)} = \"lung\"), or list it in lod.background_rois or "
-                f"ignore_rois{_did_you_mean(row.roi, known)}", row=row.line,
+                f"ignore_rois{did_you_mean(row.roi, known)}", row=row.line,
                 column=row.columns["roi"], value=row.roi))
 
     exported = {image for image, _ in seen}
     for key, entry in spec.images.items():  # an image's own ROI names: a typo maps nothing
         if key in exported:
-            problems += [Problem(map_file, f"image '{key}' has no ROI '{roi}' in the exports "
-                                 f"(its ROIs: {', '.join(sorted(r for i, r in seen if i == key))})"
-                                 + _did_you_mean(roi, [r for i, r in seen if i == key]),
+            own = sorted(r for i, r in seen if i == key)
+            problems += [Problem(map_file, f"image '{key}' has no ROI '{roi}' in the exports"
+                                 f"{did_you_mean(roi, own)}; its ROIs: {', '.join(own)}",
                                  key=_key_path(["images", key, "rois", roi]), value=region)
                          for roi, region in entry.rois.items()
                          if (key, roi) not in seen and (key, roi) not in refused]
