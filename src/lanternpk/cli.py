@@ -50,7 +50,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.model is not None:  # the checks fit makes before compiling anything
         from lanternpk.fit import load_inputs
 
-        obs, calibration, spec, data = load_inputs(args.data, args.model, args.calibration)
+        obs, calibration, spec, data, _ = load_inputs(args.data, args.model, args.calibration)
     else:
         obs, calibration = load_all((load_observations, args.data),
                                     (load_calibration, args.calibration))

@@ -558,7 +558,8 @@ def _refit_animal(run: _Run, animal: str, full_params: dict, *, refit_draws: int
                   is_draws: int, seed: int, device, workdir: Path, progressbar: bool = False
                   ) -> tuple[float, float, float, bool]:
     """Fit without ``animal`` and estimate ``log p(y_animal | y_−animal)``."""
-    from lanternpk.fit import file_sha256, fit, load_run
+    from lanternpk.digest import file_sha256
+    from lanternpk.fit import fit, load_run
     from lanternpk.model import prepare_data
     from lanternpk.predictive import parameter_draws
 

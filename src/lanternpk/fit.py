@@ -10,7 +10,6 @@ directory beside the target and renamed into place only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -28,6 +27,7 @@ from lanternpk import __version__
 from lanternpk.argtypes import not_a_file
 from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.diagnostics import check_convergence, format_check_value
+from lanternpk.digest import file_sha256, load_unchanged
 from lanternpk.errors import DataError, Problem, UsageError, load_all
 from lanternpk.estimands import format_probability, summarize_estimands
 from lanternpk.inference import SamplerSettings, sample, sample_prior
@@ -55,11 +55,6 @@ REPORTED_PARAMETERS = ["first_pass", "release", "loss", "photons_per_cell",
                        "transmission_in_vivo", "transmission_ex_vivo"]
 _LIBRARIES = ("numpy", "pandas", "pymc", "pytensor", "arviz", "jax", "jaxlib", "numpyro",
               "nutpie", "blackjax", "scipy", "xarray")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -117,6 +112,9 @@ class Inputs(NamedTuple):
     calibration: pd.DataFrame | None
     spec: ModelSpec
     data: ModelData
+    #: Hex SHA-256 of the bytes read, by provenance key (``data_sha256``, ``spec_sha256``,
+    #: ``calibration_sha256``: ``None`` when no standard curve was given).
+    digests: dict[str, str | None]
 
 
 def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None) -> Inputs:
@@ -131,10 +129,15 @@ def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None)
     DataError
         Every problem found in the three files together (or, when all three are valid on
         their own, every mismatch between data and spec).
+    UsageError
+        A file is missing or unreadable, or changed while it was being read.
     """
-    obs, calibration, spec = load_all((load_observations, data_path),
-                                      (load_calibration, calibration_path),
-                                      (load_spec, spec_path))
+    paths = {"data_sha256": data_path, "spec_sha256": spec_path,
+             "calibration_sha256": calibration_path}
+    (obs, calibration, spec), digests = load_unchanged(
+        lambda: load_all((load_observations, data_path), (load_calibration, calibration_path),
+                         (load_spec, spec_path)),
+        list(paths.values()))
     problems: list[Problem] = []
     if calibration is not None:
         problems += calibration_problems(calibration, spec, source=str(calibration_path))
@@ -144,7 +147,7 @@ def load_inputs(data_path: Path, spec_path: Path, calibration_path: Path | None)
         problems = err.problems + problems
     if problems:
         raise DataError(problems)
-    return Inputs(obs, calibration, spec, data)
+    return Inputs(obs, calibration, spec, data, dict(zip(paths, digests, strict=True)))
 
 
 def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Path | None,
@@ -162,7 +165,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
                                 owned=RUN_ENTRIES,
                                 inputs=(data_path, spec_path, calibration_path))
     _check_ppc_entries(out_dir)
-    obs, calibration, spec, data = load_inputs(data_path, spec_path, calibration_path)
+    obs, calibration, spec, data, digests = load_inputs(data_path, spec_path, calibration_path)
 
     start = time.perf_counter()
     model = build_model(spec, data, calibration)
@@ -177,11 +180,10 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     diagnostics = check_convergence(idata, free)
     design = design_record(spec, obs, data)
     provenance = {
-        "data_file": str(data_path), "data_sha256": file_sha256(data_path),
-        "spec_file": str(spec_path), "spec_sha256": file_sha256(spec_path),
+        "data_file": str(data_path), "data_sha256": digests["data_sha256"],
+        "spec_file": str(spec_path), "spec_sha256": digests["spec_sha256"],
         "calibration_file": None if calibration_path is None else str(calibration_path),
-        "calibration_sha256": None if calibration_path is None
-        else file_sha256(calibration_path),
+        "calibration_sha256": digests["calibration_sha256"],
         "scale_set_by": _scale_source(calibration),
         "sampler": settings.as_dict(), "seed": settings.seed,
         "versions": library_versions(), "command": command,

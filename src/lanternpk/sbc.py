@@ -68,6 +68,7 @@ from lanternpk.argtypes import (
 )
 from lanternpk.data.schema import INDEX_NAME, OBSERVATION_COLUMNS
 from lanternpk.data.simulate import Design, StudyInfo, animal_ids, image_id, load_truth
+from lanternpk.digest import load_unchanged
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.run_records import SbcFitRecord, record_problems
@@ -292,11 +293,14 @@ class SbcSettings:
             raise UsageError(f"unknown chain method {self.chain_method!r}")
 
 
-def run_key(spec_bytes: bytes, design_bytes: bytes, settings: SbcSettings) -> str:
-    """sha256 identifying a campaign: spec, design, settings, block size and version."""
+def run_key(spec_sha256: str, design_sha256: str, settings: SbcSettings) -> str:
+    """SHA-256 (hex) identifying a campaign: spec, design, settings, block size and version.
+
+    ``spec_sha256`` and ``design_sha256`` are the hex digests of the files' bytes.
+    """
     h = hashlib.sha256()
-    h.update(hashlib.sha256(spec_bytes).digest())
-    h.update(hashlib.sha256(design_bytes).digest())
+    h.update(bytes.fromhex(spec_sha256))
+    h.update(bytes.fromhex(design_sha256))
     h.update(json.dumps({**asdict(settings), "block": BLOCK, "lanternpk": __version__},
                         sort_keys=True).encode())
     return h.hexdigest()
@@ -732,11 +736,11 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
     start = time.perf_counter()
     out = Path(out)
     check_campaign_directory(out)
-    spec = load_spec(spec_path)
-    design = load_design(design_path)
+    (spec, design), (spec_sha256, design_sha256) = load_unchanged(
+        lambda: (load_spec(spec_path), load_design(design_path)), [spec_path, design_path])
     obs = design_observations(design)
     check_design(spec, obs, design_path)
-    key = run_key(Path(spec_path).read_bytes(), Path(design_path).read_bytes(), settings)
+    key = run_key(spec_sha256, design_sha256, settings)
     manifest_path = out / RUN_FILE
     if manifest_path.is_file():
         try:
@@ -758,8 +762,7 @@ def run_sbc(spec_path: Path, design_path: Path, out: Path, *, n: int, settings: 
                              f"{other} (run key {str(old.get('key', '?'))[:12]}…); use another "
                              "--out")
     manifest = {"key": key, "spec_file": str(spec_path), "design_file": str(design_path),
-                "spec_sha256": hashlib.sha256(Path(spec_path).read_bytes()).hexdigest(),
-                "design_sha256": hashlib.sha256(Path(design_path).read_bytes()).hexdigest(),
+                "spec_sha256": spec_sha256, "design_sha256": design_sha256,
                 "settings": asdict(settings), "block": BLOCK, "rows": len(obs),
                 "animals": int(obs["animal"].nunique()), "lanternpk": __version__}
     done = finished(out, n, key)

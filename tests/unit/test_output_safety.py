@@ -437,3 +437,29 @@ def test_summarize_json_writes_a_non_finite_statistic_as_null(monkeypatch, tmp_p
     assert main(["summarize", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"diagnostics": {"rhat_max": None,
                                                                    "passed": True}}
+
+
+def test_provenance_names_the_data_the_fit_read_not_what_the_file_holds_later(
+        root, tmp_path, monkeypatch):
+    """The digests were taken after sampling: a data file edited during the fit was
+    recorded with its new bytes' digest."""
+    import hashlib
+    import json
+
+    import lanternpk.fit
+
+    data = tmp_path / "observations.csv"
+    shutil.copy(root / DATA, data)
+    read = hashlib.sha256(data.read_bytes()).hexdigest()
+    real_sample = lanternpk.fit.sample
+
+    def sample_while_the_file_is_edited(*args, **kwargs):
+        with data.open("a", encoding="utf-8") as handle:
+            handle.write("\n")
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(lanternpk.fit, "sample", sample_while_the_file_is_edited)
+    main(["fit", str(data), "--model", str(root / SPEC), "--out", str(tmp_path / "run"),
+          "--chains", "1", "--draws", "10", "--tune", "10", "--quiet"])
+    provenance = json.loads((tmp_path / "run/provenance.json").read_text(encoding="utf-8"))
+    assert provenance["data_sha256"] == read != hashlib.sha256(data.read_bytes()).hexdigest()

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from lanternpk.data.load import load_observations, observations_from_csv_text
 from lanternpk.diagnostics import format_check_value
+from lanternpk.digest import file_sha256
 from lanternpk.errors import EXIT_INVALID, DataError, UsageError, UserError, printable
 from lanternpk.estimands import (
     BARELY_INFORMED_RATIO,
@@ -42,7 +43,6 @@ from lanternpk.estimands import (
 from lanternpk.fit import (
     OBSERVATIONS_ATTR,
     POSTERIOR_FILE,
-    file_sha256,
     load_run,
     make_summary,
 )
