@@ -279,16 +279,16 @@ class SbcSettings:
     chain_method: str = "sequential"
 
     def __post_init__(self) -> None:
-        for name in ("chains", "draws", "thin_to"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.tune < 0:
-            raise UsageError("--tune must be ≥ 0")
+        from lanternpk.inference import SamplerSettings
+
+        # each fit's sampler settings, checked here rather than as the first fit fails
+        SamplerSettings(draws=self.draws, tune=self.tune, chains=self.chains,
+                        target_accept=self.target_accept)
+        if self.thin_to < 1:
+            raise UsageError("--thin-to must be at least 1")
         if self.thin_to > self.chains * self.draws:
             raise UsageError(f"--thin-to {self.thin_to} exceeds the {self.chains * self.draws}"
                              " posterior draws (chains × draws)")
-        if not 0.5 <= self.target_accept < 1:
-            raise UsageError(f"--target-accept must be in [0.5, 1), got {self.target_accept}")
         if self.chain_method not in ("sequential", "vectorized", "parallel"):
             raise UsageError(f"unknown chain method {self.chain_method!r}")
 

@@ -646,3 +646,17 @@ def test_a_timed_out_fit_restarts_only_a_worker_with_a_nanny():
     client, future = Client(), Future()
     DaskBackend(client).abandon(future)
     assert future.cancelled and client.restarted == [["tcp://a:1"]]
+
+
+def test_too_few_draws_per_fit_is_a_usage_error_before_any_fit(tmp_path, root, capsys):
+    """`--draws 3 --thin-to 3` passed SbcSettings; every fit then refused its sampler
+    settings (at least 4 draws), was retried, and the command exited 3, "a fit failed"."""
+    from lanternpk.cli import main
+    from lanternpk.errors import EXIT_USAGE
+
+    rc = main(["sbc", str(root / "models/muse_vs_msc.toml"), "--truth-design",
+               str(root / "data/designs/sbc_small.toml"), "--n", "1", "--draws", "3",
+               "--thin-to", "3", "--out", str(tmp_path / "sbc"), "--quiet"])
+    assert rc == EXIT_USAGE
+    assert "--draws must be at least 4, got 3" in capsys.readouterr().err
+    assert not (tmp_path / "sbc").exists()
