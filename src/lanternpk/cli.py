@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from lanternpk import __version__, interrupt
 from lanternpk.argtypes import (
+    MIN_DRAWS,
     chain_count,
     draw_count,
     existing_file,
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "import-livingimage",
         help="convert Living Image ROI exports into an observations table",
+        description="Exit status: 0 written; 1 invalid exports or mapping (every problem is "
+        "listed, nothing is written); 2 usage error.",
     )
     p.add_argument("exports", nargs="+", type=existing_file, help="ROI measurement exports")
     p.add_argument("--map", required=True, type=existing_file, help="mapping TOML")
@@ -183,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_import_livingimage)
 
     p = commands.add_parser(
-        "simulate", help="simulate a synthetic study from a truth file (exact kinetics)"
+        "simulate", help="simulate a synthetic study from a truth file (exact kinetics)",
+        description="Exit status: 0 written; 1 invalid truth file; 2 usage error.",
     )
     p.add_argument("truth", type=existing_file, help="truth TOML (see data/truths/)")
     p.add_argument("--seed", type=random_seed, required=True, help="random seed")
@@ -207,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=chain_count, default=4,
                    help="number of chains (default: %(default)s)")
     p.add_argument("--draws", type=draw_count, default=1000,
-                   help="posterior draws per chain after tuning (default: %(default)s)")
+                   help=f"posterior draws per chain after tuning, at least {MIN_DRAWS} "
+                   "(default: %(default)s)")
     p.add_argument("--tune", type=tune_count, default=1000,
                    help="tuning (warm-up) iterations per chain, discarded (default: %(default)s)")
     p.add_argument("--seed", type=random_seed, default=20261125,
@@ -223,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "summarize", help="print the estimands, contrasts and diagnostics of a run",
-        description="Recomputed from the saved posterior. Exit status 3 if the run's "
-        "convergence checks failed. With --model/--data, refuses a run fit to other files.",
+        description="Recomputed from the saved posterior. With --model/--data, refuses a "
+        "run fit to other files. Exit status: 0 ok; 1 the spec or data differ from the run's; "
+        "2 usage error; 3 the run's convergence checks failed.",
     )
     p.add_argument("run_dir", type=run_path)
     p.add_argument("--json", action="store_true", help="print the JSON contract")
@@ -232,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=existing_file, help="data the run must have been fit to")
     p.set_defaults(handler=_cmd_summarize)
 
-    p = commands.add_parser("demo", help="run the main job on the bundled data")
+    p = commands.add_parser(
+        "demo", help="run the main job on the bundled data",
+        description="Fit, posterior predictive checks and report on the bundled ALS study. "
+        "Exit status: 0 ok; 1 invalid bundled files; 2 usage error; 3 the fit's convergence "
+        "checks failed (the report is still written).",
+    )
     p.add_argument(
         "--root", type=Path, default=Path("."),
         help="lanternpk checkout holding data/ and models/ (default: current directory)",

@@ -848,13 +848,14 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-refit", action="store_true",
                    help="never refit; animals with Pareto k > 0.7 only give a warning")
     p.add_argument("--refit-draws", type=draw_count, default=None,
-                   help="draws per chain of each refit (default: the run's own settings)")
+                   help=f"draws per chain of each refit, at least {MIN_PSIS_DRAWS} (default: "
+                   "the run's own settings)")
     p.add_argument("--max-refits", type=non_negative_int, default=None,
                    help="at most this many refits per run, worst Pareto k first "
                    "(default: every animal with k > 0.7)")
     p.add_argument("--draws", type=positive_int, default=None,
-                   help="posterior draws used for the log-likelihood, evenly spaced "
-                   "(default: all)")
+                   help="posterior draws used for the log-likelihood, evenly spaced, at least "
+                   f"{MIN_PSIS_DRAWS} (default: all)")
     p.add_argument("--is-draws", type=importance_draw_count, default=DEFAULT_IS_DRAWS,
                    help="importance draws of an animal's new random effects per posterior draw, "
                    "for every animal's marginal likelihood and for each refit "

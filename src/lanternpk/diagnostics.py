@@ -8,12 +8,12 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
+from lanternpk.argtypes import MIN_DRAWS
+
 #: Thresholds (Vehtari et al. 2021 for R-hat and ESS; Betancourt 2016 for E-BFMI).
 RHAT_MAX = 1.01
 ESS_MIN = 400
 EBFMI_MIN = 0.3
-#: Fewest draws per chain the checks are defined for (ArviZ's ESS needs 4).
-MIN_DRAWS = 4
 
 
 def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:

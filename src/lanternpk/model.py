@@ -44,9 +44,17 @@ _LOG_2PI = float(np.log(2 * np.pi))
 class ModelData:
     """Index arrays and constants derived from canonical observations for one spec.
 
-    Attributes (n = rows, s = imaging sessions = unique animal × time, a = animals)
+    Attributes (n = rows, s = imaging sessions = unique animal × time, a = animals,
+    i = images, g = region × modality groups)
     ----------
-    cell_type_of_animal : (a,) int
+    animals : (a,) list of str
+        ``study/animal`` labels in order of first appearance (the model's ``animal``
+        coords).
+    images : (i,) list of str
+        ``study/image`` labels, likewise (the ``image`` coords).
+    sessions : DataFrame, s rows
+        ``animal`` (index into ``animals``) and ``time_h`` (hours after injection).
+    cell_type_of_animal : (a,) int, index into the spec's cell types
     session_animal : (s,) int
     session_time_d : (s,) float, days
     row_session, row_image : (n,) int
@@ -54,7 +62,9 @@ class ModelData:
     log_flux, log_lod : (n,) float, log photons/s
     censored : (n,) bool, flux below lod
     background : (n,) float or None, photons/s
-    background_group : (n,) int, region × modality group (for estimated backgrounds)
+    background_groups : (g,) list of str, ``"region/modality"``, sorted
+    background_group : (n,) int, index into ``background_groups`` (for estimated backgrounds)
+    dose_cells : (a,) float, cells injected per animal
     """
 
     animals: list[str]

@@ -672,7 +672,8 @@ def add_ppc_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=run_path, help="run directory written by lanternpk fit")
     p.add_argument("--draws", type=positive_int, default=None,
-                   help="posterior draws to simulate from, evenly spaced (default: all)")
+                   help=f"posterior draws to simulate from, evenly spaced, at least "
+                   f"{MIN_PSIS_DRAWS} (default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to simulate (auto: a GPU when JAX sees one, else CPU)")
     p.add_argument("--seed", type=random_seed, default=DEFAULT_SEED, help="random seed")
