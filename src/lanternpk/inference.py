@@ -138,6 +138,8 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
                               chain_method=chain_method)
     if settings.sampler == "blackjax":
         return sample_blackjax(model, settings, chain_method=chain_method)
+    # nutpie keeps no log-likelihood either, and warns that it ignores idata_kwargs
+    extra = {"idata_kwargs": {"log_likelihood": False}} if settings.sampler == "pymc" else {}
     with model:
         return pm.sample(
             draws=settings.draws,
@@ -149,7 +151,7 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
             target_accept=settings.target_accept,
             progressbar=progressbar,
             compute_convergence_checks=False,
-            idata_kwargs={"log_likelihood": False},
+            **extra,
         )
 
 

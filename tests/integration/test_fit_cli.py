@@ -75,7 +75,13 @@ def test_summarize_refuses_other_spec_or_data(root, tiny_run, capsys):
     assert f"{other_data}: does not match the run in {out}" in err
 
 
-def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys):
+def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys, monkeypatch):
+    import lanternpk.fit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the refusal")
+
+    monkeypatch.setattr(lanternpk.fit, "build_model", refuse)
     bad = tmp_path / "obs.csv"
     text = (root / "data/als_mouse/observations.csv").read_text()
     bad.write_text(text.replace(",muse01,muse,", ",muse01,neuron,"))
@@ -128,3 +134,26 @@ def test_estimated_backgrounds_reach_the_detection_times(fit_bundled, root, tmp_
     days = [e for e in summary["estimands"] if e["name"] == "time_to_undetectable_d"]
     # width ratios from prior draws of the background (null only where < 10 draws are finite)
     assert days and any(e["posterior_prior_width_ratio"] is not None for e in days)
+
+
+@pytest.mark.parametrize("sampler", ["pymc", "nutpie"])
+def test_the_samplers_through_pm_sample_give_a_complete_run(root, tmp_path, capsys, sampler):
+    """`--sampler pymc` and `--sampler nutpie` go through pm.sample, not our drivers; no test
+    ran them. A run from either has the settings' shape, every convergence check (E-BFMI
+    needs the energy their sample stats name differently) and its sampler in provenance."""
+    out = tmp_path / sampler
+    rc = main(["fit", str(root / "data/als_mouse/observations.csv"), "--model",
+               str(root / "models/muse_vs_msc.toml"), "--calibration",
+               str(root / "data/als_mouse/calibration.csv"), "--out", str(out),
+               "--sampler", sampler, "--chains", "2", "--draws", "30", "--tune", "30",
+               "--quiet"])
+    assert rc in (EXIT_OK, EXIT_DIAGNOSTICS), capsys.readouterr().err
+    posterior = az.from_netcdf(out / "posterior.nc").posterior
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 30)
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    for check in ("rhat_max", "ess_bulk_min", "ess_tail_min", "ebfmi_min"):
+        assert np.isfinite(diagnostics[check]), (check, diagnostics)
+    assert isinstance(diagnostics["divergences"], int)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["sampler"]["sampler"] == sampler
+    assert main(["summarize", str(out)]) == rc

@@ -60,8 +60,11 @@ def test_ppc_writes_the_documented_files(tiny_run, ppc_once, capsys):
 
 def test_ppc_same_seed_gives_identical_coverage(tiny_run, ppc_once, capsys):
     _, first = ppc_once
+    coverage = tiny_run / "ppc" / "coverage.json"
+    assert main(["ppc", str(tiny_run), "--draws", "50", "--seed", "2"]) == EXIT_OK
+    assert coverage.read_text() != first  # the seed is used, not ignored
     assert main(["ppc", str(tiny_run), "--draws", "50", "--seed", "1"]) == EXIT_OK
-    assert (tiny_run / "ppc" / "coverage.json").read_text() == first
+    assert coverage.read_text() == first
     out = capsys.readouterr().out
     assert "groups flagged" in out and "LOO-PIT (368 rows" in out
 

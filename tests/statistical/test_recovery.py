@@ -10,6 +10,10 @@ how likely a *correctly calibrated* method would be to fail it on fresh seeds:
   P(< 0.8) = 7%; with the pooled check both must fail to hide a mis-calibration).
 - the published-fact thresholds are set well away from the posterior's Monte Carlo error
   (4000 draws: the MC standard error of a tail probability near 0.9 is ≈ 0.01).
+In all, a correctly calibrated method fails this module on fresh seeds with probability
+≤ 1.5% + 2 × 7% ≈ 16% (union bound). "≥ 10 effective intervals per dataset" is an assumption,
+not a measurement: 54 estimands of 16 animals share population parameters, and measuring
+their correlation would take far more fits than a test can afford.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ def test_als_spinal_cord_homing_muse_yes_msc_no(bundled_fits):
     msc = est[("homing_fraction", "msc", "spinal_cord")]
     muse = est[("homing_fraction", "muse", "spinal_cord")]
     assert msc["q95"] < 1e-3  # fewer than 1 in 1000 injected MSCs, at the 95th percentile
-    assert muse["q05"] > 1e-3  # bounded away from zero, 5x above the MSC 95th percentile
+    assert muse["q05"] > 1e-3  # bounded away from zero
+    assert muse["q05"] > 5 * msc["q95"]  # and well clear of the MSC posterior
     for organ in ("spinal_cord", "lung", "femur"):  # fact 3: Muse found in all three
         assert est[("homing_fraction", "muse", organ)]["q05"] > 1e-3
 
@@ -122,6 +127,11 @@ def test_muse_half_life_in_damaged_tissue_ten_times_msc(bundled_fits):
         loss = _draws(bundled_fits[name], "loss").sel(organ=organ)
         ratio = (loss.sel(cell_type="msc") / loss.sel(cell_type="muse")).values.ravel()
         assert np.mean(ratio >= 10) >= bar, (name, np.mean(ratio >= 10))
+    # the ALS half is a prior, and the summary must say so rather than present a finding
+    (msc_cord,) = [e for e in bundled_fits["als_mouse"].summary["estimands"]
+                   if e["name"] == "half_life_d" and e["cell_type"] == "msc"
+                   and e["region"] == "spinal_cord"]
+    assert msc_cord["barely_informed"] is True, msc_cord
 
 
 def test_coverage_over_seeded_datasets(root, tmp_path):

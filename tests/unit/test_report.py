@@ -530,8 +530,6 @@ def test_a_figure_that_cannot_be_drawn_is_an_error_without_traceback(run_dir, tm
                                                                       monkeypatch, capsys):
     """A run whose draws cannot be drawn (all NaN, say): exit 1 naming the figure, no
     report written; before, a FigureError traceback."""
-    from lanternpk.report import render
-
     def broken(*args, **kwargs):
         raise ValueError("Data cannot be log-scaled because all values are <= 0.")
 
@@ -541,7 +539,7 @@ def test_a_figure_that_cannot_be_drawn_is_an_error_without_traceback(run_dir, tm
 
     assert main(["report", str(run_dir), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and render.FigureError.exit_code == 1
+    assert "Traceback" not in err
     assert ("error: figure 'engrafted fraction over time' failed to render: ValueError: Data "
             "cannot be log-scaled") in err and err.rstrip().endswith("; no report written")
     assert not out.exists() or not any(out.iterdir())

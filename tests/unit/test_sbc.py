@@ -12,8 +12,10 @@ a correct implementation would fail on fresh seeds:
 - ``test_uniformity_tests_flag_only_the_miscalibrated_quantity``: 5 uniform quantities × 2
   tests at the Bonferroni threshold 0.01/12 flag one with probability ≤ 0.83%; the biased one
   (+30 of 100 ranks) is missed with probability ≈ 0.
+- ``test_tied_ranks_are_broken_uniformly``: a count of 5000 ranks over 10 values off 500 by
+  ≥ 75 (3.5 sd), any of the 10: ≤ 0.34% (binomial tails, union bound).
 
-In all ≤ 2%.
+In all ≤ 2.5%.
 """
 
 from __future__ import annotations
