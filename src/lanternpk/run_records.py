@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lanternpk.tomlfile import plain_message
+from lanternpk.tomlfile import dotted_key, plain_message
 
 Label = Annotated[str, Field(min_length=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -170,7 +170,7 @@ def record_problems(name: str, schema: type[BaseModel], record: Any) -> list[str
     except ValidationError as err:
         errors = err.errors()
         problems = []
-        if lacking := [_where(e) for e in errors if e["type"] == "missing"]:
+        if lacking := [dotted_key(tuple(e["loc"])) for e in errors if e["type"] == "missing"]:
             problems.append(f"its {name} record lacks " + ", ".join(map(repr, lacking)))
         return problems + [_describe(name, e) for e in errors if e["type"] != "missing"]
     return []
@@ -210,12 +210,8 @@ def run_record_problems(idata, provenance: Any, design: Any, diagnostics: Any) -
     return problems
 
 
-def _where(error: dict) -> str:
-    return ".".join(str(part) for part in error["loc"])
-
-
 def _describe(record: str, error: dict) -> str:
-    where = _where(error)
+    where = dotted_key(tuple(error["loc"]))
     if error["type"] == "model_type" and not where:
         return f"its {record} record is not a JSON object (found {type(error['input']).__name__})"
     found = repr(error["input"])

@@ -72,7 +72,7 @@ def test_records_that_fit_writes_pass():
     ("design", lambda d: d.update(dose_cells={}), "dose_cells has no dose for cell types "
      "['muse', 'msc']"),
     ("design", lambda d: d.update(detection=[{"x": 1}]), "its design record lacks "
-     "'detection.0.region', 'detection.0.modality'"),
+     "'detection[0].region', 'detection[0].modality'"),
     ("design", lambda d: d["detection"][0].update(organs=["heart"]),
      "detection[0] sees organs ['heart'] that are not in organs"),
     ("design", lambda d: d["detection"][0].update(modality="ex_vivo"),
@@ -80,7 +80,7 @@ def test_records_that_fit_writes_pass():
     ("design", lambda d: d["detection"][0].update(background=None),
      "its posterior lacks the variables ['log_background']"),
     ("design", lambda d: d["detection"][0].update(lod=-1.0),
-     "'detection.0.lod': must be greater than 0 (found -1.0)"),
+     "'detection[0].lod': must be greater than 0 (found -1.0)"),
     ("diagnostics", lambda d: d.__delitem__("rhat_max"), "its diagnostics record lacks 'rhat_max'"),
     ("diagnostics", lambda d: d.update(rhat_max=float("nan")),
      "its diagnostics record 'rhat_max': must be a finite number (found nan)"),
