@@ -459,6 +459,11 @@ class Backend(ABC):
         """Give up on a running future (timeout); by default, nothing to do."""
         return None
 
+    def waiting(self, futures: list) -> set:
+        """The futures of ``futures`` not running on a worker now (queued, or put back
+        after their worker was lost); their timeout clock restarts. By default, none."""
+        return set()
+
     def release(self, future) -> None:
         """Forget a finished future (its result is written); by default, nothing to do."""
         return None
@@ -489,6 +494,12 @@ class DaskBackend(Backend):
     def release(self, future):
         """Let the cluster drop the result, so a lost worker does not make it recompute it."""
         future.release()
+
+    def waiting(self, futures):
+        """Those no worker is processing: Dask reruns a task whose worker died elsewhere,
+        and the rerun gets a whole timeout, not what its first run left."""
+        processing = {key for keys in self.client.processing().values() for key in keys}
+        return {future for future in futures if future.key not in processing}
 
     def abandon(self, future):
         """Cancel the future and restart the worker running it when it has a nanny; a worker
@@ -546,7 +557,8 @@ def run_tasks(backend: Backend, fn: Callable, tasks: Iterable[FitTask], *, timeo
     """Run every task; each record (success or final failure) goes to ``on_record`` at once.
 
     A task that raises (including a Dask ``KilledWorker``) or runs longer than ``timeout_s``
-    is retried until ``max_attempts`` attempts; every attempt is recorded in the record's
+    (counted while a worker runs it: :meth:`Backend.waiting`) is retried until
+    ``max_attempts`` attempts; every attempt is recorded in the record's
     ``attempts``. A task that never succeeds gives a record with ``status`` ``"failed"``.
     """
     pending = list(tasks)[::-1]
@@ -573,6 +585,8 @@ def run_tasks(backend: Backend, fn: Callable, tasks: Iterable[FitTask], *, timeo
             run.attempts.append({"attempt": run.attempt, "status": "ok", "wall_s": wall})
             record["attempts"] = run.attempts
             on_record(record)
+        for future in backend.waiting([f for f in running if not f.done()]):
+            running[future].started = now
         for future, run in list(running.items()):
             # (not one that finished since wait_any returned: its result is collected next)
             if future not in done and not future.done() and now - run.started > timeout_s:

@@ -296,7 +296,7 @@ def test_a_fit_that_finished_after_the_wait_is_kept_not_timed_out():
                   on_record=records.append, poll_s=0.05)
     (record,) = records
     assert record["status"] == "ok" and record["attempt_used"] == 1
-    assert [a["status"] for a in record["attempts"]] == ["ok"]
+    assert [a["status"] for a in record["attempts"]] == ["ok"], record
 
 
 def test_resume_keeps_only_finished_records_of_the_same_run(tmp_path):
@@ -662,3 +662,30 @@ def test_too_few_draws_per_fit_is_a_usage_error_before_any_fit(tmp_path, root, c
     assert rc == EXIT_USAGE
     assert "--draws must be at least 4, got 3" in capsys.readouterr().err
     assert not (tmp_path / "sbc").exists()
+
+
+def test_the_timeout_counts_only_while_a_worker_runs_the_fit():
+    """Dask reruns a task whose worker died; its clock kept running from the first start,
+    so the rerun (or a task queued behind a busy cluster) got less than --timeout."""
+    go = threading.Event()
+
+    class Queued(ExecutorBackend):
+        def waiting(self, futures):
+            return set() if go.is_set() else set(futures)
+
+    def queued_then_quick(task, attempt):
+        go.wait(30.0)
+        return _ok(task, attempt)
+
+    records, task = [], _task(0)  # (its settings import PyMC: before the clock starts)
+    timer = threading.Timer(3.0, go.set)  # queued for 1.5 timeouts
+    timer.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            run_tasks(Queued(pool, 1), queued_then_quick, [task], timeout_s=2.0,
+                      on_record=records.append, poll_s=0.05)
+    finally:
+        timer.cancel()
+        go.set()
+    (record,) = records
+    assert [a["status"] for a in record["attempts"]] == ["ok"], record
