@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -52,16 +53,17 @@ def _problem(chains: int):
 
 
 def _loop(log_density, steps: int):
-    """``steps`` value-and-gradient evaluations, each depending on the last (not hoisted)."""
+    """``steps`` value-and-gradient evaluations, each depending on the last (not hoisted);
+    the values are summed into the loop's state, so XLA cannot drop their computation."""
     import jax
 
     value_and_grad = jax.value_and_grad(log_density)
 
     def run(x):
         def body(_, carry):
-            _, grad = value_and_grad(carry[0] + 1e-12 * carry[1])
-            return carry[0], grad
-        return jax.lax.fori_loop(0, steps, body, (x, jax.numpy.zeros_like(x)))
+            value, grad = value_and_grad(carry[0] + 1e-12 * carry[1])
+            return carry[0], grad, carry[2] + value
+        return jax.lax.fori_loop(0, steps, body, (x, jax.numpy.zeros_like(x), 0.0 * x[0]))
     return run
 
 
@@ -202,6 +204,7 @@ def main() -> None:
 
     results = {"steps": args.steps,
                "machine": f"{cpu_name()} ({len(os.sched_getaffinity(0))} cores)",
+               "platform": platform.platform(),
                "date": time.strftime("%Y-%m-%d"), "load_before": os.getloadavg(),
                "presets": {p: _in_fresh_process("gradient", f"--xla_cpu_opt_preset={p}",
                                                 args.steps) for p in PRESETS},

@@ -601,11 +601,13 @@ def targets(rows: list[Row]) -> list[str]:
         for r in rows:
             if r.name != name or r.error or not np.isfinite(r.ratio):
                 continue
-            if name == "pm.ode":
-                verdict = "met" if r.ratio_vs_fastest_ours >= target else "NOT met"
+            if name == "pm.ode":  # judged both ways: the sampler's path, and like for like
+                fastest = "met" if r.ratio_vs_fastest_ours >= target else "NOT met"
+                same = "met" if r.ratio >= target else "NOT met"
                 lines.append(f"- ours ≥ {target:,.0f}× faster than {r.method} ({r.backend}): "
-                             f"{_x(r.ratio_vs_fastest_ours)} vs the fastest of ours "
-                             f"({_x(r.ratio)} vs {r.baseline}) — **{verdict}**")
+                             f"{_x(r.ratio_vs_fastest_ours)} vs the fastest of ours, as the "
+                             f"default sampler runs it — **{fastest}**; {_x(r.ratio)} vs "
+                             f"{r.baseline}, one Python call each — **{same}**")
             else:
                 verdict = "met" if r.ratio >= target else "NOT met"
                 lines.append(f"- ours ≥ {target:,.0f}× faster than {r.method} ({r.backend}): "
@@ -661,10 +663,13 @@ def markdown(rows: list[Row], study: dict, env: dict, command: str) -> str:
         "the 'JAX loop' row, which times evaluations chained inside one compiled loop, as "
         "numpyro runs them during NUTS.",
         "- pm.ode is timed over a handful of evaluations only (after one warm-up call); each "
-        "evaluation runs 32 LSODA solves of the 4-state system plus 52 sensitivity states, "
+        f"evaluation runs {study['animals']} LSODA solves (one per animal) of the "
+        f"{len(study['organs'])}-state system plus "
+        f"{len(study['organs']) * (3 * len(study['organs']) + 1)} sensitivity states, "
         "whose right-hand side is a compiled PyTensor function called from Python.",
-        "- Compile times depend on caches: PyTensor's C and numba caches persist between runs "
-        "(a cold C compile of our model took ~37 s, warm ~6 s, on the machine above).",
+        "- Compile times depend on caches: PyTensor's C and numba caches persist between runs, "
+        "so a compile time above may be a warm one (by hand on 2026-11-25, not by this "
+        "script: a cold C compile of our model ~37 s, warm ~6 s).",
         f"- Whole script: {env.get('total_runtime_s', float('nan')):.0f} s wall time.",
         "",
         "## What is measured",
