@@ -2,9 +2,11 @@
 
 What is measured, on the bundled ALS-like study (16 animals, 368 ROIs) with the default
 spec, 4 chains × 1000 draws after 1000 tuning steps:
-- each sampler of the dispatch table (numpyro, nutpie, pymc, blackjax): end-to-end wall time
-  of `inference.sample` (graph compile + sampling), min bulk ESS over the free parameters,
-  min bulk ESS / wall second, divergences;
+- each sampler of the dispatch table (numpyro, nutpie, pymc, blackjax), and numpyro through
+  ``pm.sample(nuts_sampler="numpyro")`` (what a PyMC user would run instead of our driver):
+  wall time of model building + sampling (graph compile included; imports, data loading and
+  the summary are not, see the `lanternpk fit` line for the whole command), min bulk ESS
+  over the free parameters, min bulk ESS / wall second, divergences;
 - the default fit (numpyro) with several seeds (``--seeds``, default 5): the min bulk ESS
   of one run varies by about ±20% with the seed, so the issue's targets are judged on the
   medians;
@@ -25,6 +27,8 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
 
 Run: ``python bench/fit.py [--quick] [--seeds N] [--out DIR] [--name NAME]``; writes
 ``DIR/NAME.md`` and ``NAME.json`` (default ``bench/results/fit.md`` and ``fit.json``).
+``--compare-samplers S1,S2`` fits only those samplers on the same seeds; ``--ode-only
+FIT_JSON`` times only the pm.ode model.
 """
 
 from __future__ import annotations
@@ -103,6 +107,23 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: numpyro as a PyMC user runs it, without our driver (inference.sample_numpyro).
+PM_SAMPLE_NUMPYRO = "pm.sample-numpyro"
+
+
+def _pm_sample_numpyro(model, *, draws: int, tune: int, seed: int):
+    """``pm.sample(nuts_sampler="numpyro")`` with the default fit's other settings."""
+    import pymc as pm
+
+    settings = SamplerSettings(draws=draws, tune=tune, seed=seed)
+    with model:
+        return pm.sample(draws=draws, tune=tune, chains=settings.chains,
+                         nuts_sampler="numpyro", random_seed=seed,
+                         target_accept=settings.target_accept, progressbar=False,
+                         compute_convergence_checks=False,
+                         idata_kwargs={"log_likelihood": False})
+
+
 def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) -> dict:
     spec = load_spec(STUDY.spec)
     obs, cal = _study(n_animals)
@@ -111,8 +132,11 @@ def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune,
-                                                  seed=seed), progressbar=False)
+            if sampler == PM_SAMPLE_NUMPYRO:
+                idata = _pm_sample_numpyro(model, draws=draws, tune=tune, seed=seed)
+            else:
+                idata = sample(model, SamplerSettings(sampler=sampler, draws=draws, tune=tune,
+                                                      seed=seed), progressbar=False)
     except Exception as err:  # record a sampler that fails instead of stopping the bench
         return {"sampler": sampler, "animals": n_animals, "seed": seed,
                 "error": f"{type(err).__name__}: "
@@ -261,6 +285,58 @@ def _ode_only(fit_json: Path, out: Path, name: str) -> None:
     print("\n".join(lines))
 
 
+def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str) -> None:
+    """Each sampler on the same seeds (default fit, 16 animals, 4 × 1000), fits interleaved
+    seed by seed so that a drift of the machine's speed hits every sampler alike."""
+    seeds = [SamplerSettings.seed + i for i in range(n_seeds)]
+    load_start = os.getloadavg()
+    runs = {sampler: [] for sampler in samplers}
+    for seed in seeds:
+        for sampler in samplers:
+            runs[sampler].append(run_fit(sampler, 16, draws=1000, tune=1000, seed=seed))
+    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                          "platform": platform.platform()},
+              "versions": library_versions(), "seeds": seeds, "runs": runs,
+              "medians": {s: _median_run(r) for s, r in runs.items()},
+              "load_average_start_end": [load_start, os.getloadavg()],
+              "date": time.strftime("%Y-%m-%d")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Sampler comparison over seeds", "",
+             f"`python bench/fit.py --compare-samplers {','.join(samplers)} --seeds {n_seeds} "
+             f"--name {name}` on {record['machine']['cpu']} ({record['machine']['cores']} "
+             f"cores), {record['date']}: the default fit (ALS-like study, 16 animals, 4 chains "
+             "× 1000 draws after 1000 tuning steps, JAX compilation cache off), every fit in "
+             "a fresh process, the samplers taking turns seed by seed.", "",
+             "| sampler | seed | wall s | min bulk ESS | lowest-ESS parameter | ESS/s | "
+             "divergences |", "|---|---|---|---|---|---|---|"]
+    for sampler, sampler_runs in runs.items():
+        for r in sampler_runs:
+            lines.append(f"| {sampler} | {r['seed']} | failed: {r['error']} | | | | |"
+                         if "error" in r else
+                         f"| {sampler} | {r['seed']} | {r['wall_s']:.1f} | "
+                         f"{r['ess_bulk_min']:.0f} | {r['ess_bulk_min_parameter']} | "
+                         f"{r['ess_bulk_min_per_s']:.1f} | {r['divergences']} |")
+    lines += ["", "| sampler | median wall s | median min bulk ESS | median ESS/s | "
+              "ESS/s range | max divergences |", "|---|---|---|---|---|---|"]
+    for sampler, sampler_runs in runs.items():
+        ok = [r for r in sampler_runs if "error" not in r]
+        if not ok:
+            lines.append(f"| {sampler} | all failed | | | | |")
+            continue
+        m = record["medians"][sampler]
+        lines.append(f"| {sampler} | {m['wall_s']:.1f} | {m['ess_bulk_min']:.0f} | "
+                     f"{m['ess_bulk_min_per_s']:.1f} | "
+                     f"{min(r['ess_bulk_min_per_s'] for r in ok):.1f}–"
+                     f"{max(r['ess_bulk_min_per_s'] for r in ok):.1f} | {m['divergences']} |")
+    lines += ["", "Load average (1, 5, 15 min) before and after: "
+              + "; ".join(", ".join(f"{x:.1f}" for x in la)
+                          for la in record["load_average_start_end"]) + ".", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _median_run(runs: list[dict]) -> dict:
     """Median wall time, min bulk ESS, ESS/s and gradient count over seeded runs."""
     ok = [r for r in runs if "error" not in r]
@@ -284,6 +360,10 @@ def main() -> None:
     parser.add_argument("--ode-only", type=Path, metavar="FIT_JSON",
                         help="time only the pm.ode model, extrapolating with the gradient "
                         "count of the default fit recorded in FIT_JSON (an earlier NAME.json)")
+    parser.add_argument("--compare-samplers", metavar="S1,S2,...",
+                        help="only fit these samplers (of numpyro, nutpie, pymc, blackjax, "
+                        f"{PM_SAMPLE_NUMPYRO}) on the same --seeds, in one run, and compare "
+                        "their medians")
     parser.add_argument("--one", nargs=3, metavar=("SAMPLER", "ANIMALS", "SEED"),
                         help=argparse.SUPPRESS)  # one fit, printed as JSON (run_fit)
     parser.add_argument("--draws", type=int, help=argparse.SUPPRESS)
@@ -300,6 +380,9 @@ def main() -> None:
     if args.ode_only:
         _ode_only(args.ode_only, args.out, args.name)
         return
+    if args.compare_samplers:
+        _compare_samplers(args.compare_samplers.split(","), args.seeds, args.out, args.name)
+        return
     draws = tune = 300 if args.quick else 1000
     load_start = os.getloadavg()
     seeds = [SamplerSettings.seed + i for i in range(args.seeds)]
@@ -311,7 +394,7 @@ def main() -> None:
                      for s in seeds]
     default_runs = [run_fit("numpyro", 16, draws=draws, tune=tune, seed=s) for s in seeds]
     rows = [default_runs[0]] + [run_fit(s, 16, draws=draws, tune=tune)
-                                for s in ("nutpie", "pymc", "blackjax")]
+                                for s in ("nutpie", "pymc", "blackjax", PM_SAMPLE_NUMPYRO)]
     scaling = [default_runs[0]] + [run_fit("numpyro", n, draws=draws, tune=tune)
                                    for n in (32, 64, 128)]
     ode_s, ode_logp_diff = ode_gradient_seconds()
