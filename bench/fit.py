@@ -169,7 +169,12 @@ def cli_fit_seconds(cache: Path) -> float:
         return time.perf_counter() - start
 
 
-def ode_gradient_seconds(n_animals: int = 16, *, repeats: int = 5) -> tuple[float, float]:
+#: The pm.ode model's study size and timed calls.
+ODE_ANIMALS, ODE_REPEATS = 16, 5
+
+
+def ode_gradient_seconds(n_animals: int = ODE_ANIMALS, *, repeats: int = ODE_REPEATS
+                         ) -> tuple[float, float]:
     """Median seconds of one log-density + gradient with pm.ode.DifferentialEquation kinetics
     (``repeats`` calls after a first, untimed one), and the absolute difference of its log
     density from the closed-form model's at the initial point (the same model, or the
@@ -233,19 +238,20 @@ def ode_gradient_seconds(n_animals: int = 16, *, repeats: int = 5) -> tuple[floa
     return float(np.median(seconds)), logp_difference
 
 
-def ode_fit_seconds(gradient_s: float, sampling_gradients: float, cores: int) -> float:
+def ode_fit_seconds(gradient_s: float, sampling_gradients: float, cores: int, *,
+                    chains: int = 4) -> float:
     """Extrapolated ``pm.sample`` wall time of the pm.ode model: the gradient evaluations of
     numpyro's sampling phase (all chains), doubled for as many tuning steps (a lower bound:
     warm-up takes more steps per iteration), run on ``min(chains, cores)`` cores at once."""
-    return gradient_s * sampling_gradients * 2 / min(4, cores)
+    return gradient_s * sampling_gradients * 2 / min(chains, cores)
 
 
 def _ode_lines(gradient_s: float, logp_difference: float, sampling_gradients: float | None,
                extrapolated_s: float | None) -> list[str]:
     lines = [f"pm.ode.DifferentialEquation (one solve per animal): one log-density + gradient "
-             f"takes {gradient_s:.2f} s (16 animals; median of 5 calls); its log density "
-             f"differs from the closed-form model's by {logp_difference:.1e} at the initial "
-             "point."]
+             f"takes {gradient_s:.2f} s ({ODE_ANIMALS} animals; median of {ODE_REPEATS} calls); "
+             f"its log density differs from the closed-form model's by {logp_difference:.1e} "
+             "at the initial point."]
     if extrapolated_s:
         lines.append(f"Extrapolated fit time with pm.ode (× the {round(sampling_gradients)} "
                      "gradient evaluations numpyro's sampling phase used, ×2 for tuning, a "

@@ -38,7 +38,7 @@ _EXPORTS = {
     "ModelData": "lanternpk.model",
     "prepare_data": "lanternpk.model",
     "build_model": "lanternpk.model",
-    "SamplerSettings": "lanternpk.inference",
+    "SamplerSettings": "lanternpk.settings",
     "sample": "lanternpk.inference",
     "check_convergence": "lanternpk.diagnostics",
     "estimand_draws": "lanternpk.estimands",

@@ -15,8 +15,6 @@ MAX_CHAINS = 256
 #: stored values take ~0.3 GB a chain; far beyond it, JAX fails with an allocation error or
 #: an integer overflow instead of a message.
 MAX_DRAWS = 100_000
-#: Fewest draws per chain of a fit: its convergence checks need them (ArviZ's ESS needs 4).
-MIN_DRAWS = 4
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -43,8 +41,8 @@ def bounded_int(text: str, minimum: int, maximum: int) -> int:
 
 
 def draw_count(text: str) -> int:
-    """Draws per chain of a fit: an integer in [1, MAX_DRAWS] (a fit needs MIN_DRAWS: its
-    own check names it, with the option)."""
+    """Draws per chain of a fit: an integer in [1, MAX_DRAWS] (a fit needs
+    :data:`lanternpk.settings.MIN_DRAWS`: its own check names it, with the option)."""
     return bounded_int(text, 1, MAX_DRAWS)
 
 

@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 from lanternpk import __version__, interrupt
 from lanternpk.argtypes import (
-    MIN_DRAWS,
     chain_count,
     draw_count,
     existing_file,
@@ -40,6 +39,7 @@ from lanternpk.errors import (
     printable,
 )
 from lanternpk.interrupt import handling_interrupts
+from lanternpk.settings import MIN_DRAWS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -103,7 +103,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from lanternpk.fit import fit, format_summary
-    from lanternpk.inference import SamplerSettings
+    from lanternpk.settings import SamplerSettings
 
     settings = SamplerSettings(sampler=args.sampler, chains=args.chains, draws=args.draws,
                                tune=args.tune, seed=args.seed,

@@ -502,19 +502,19 @@ def _open_run(run_dir: Path, data_path: Path | None = None):
 def _refit_settings(run: _Run, refit_draws: int | None):
     """The sampler settings of a run's refits: its provenance ``sampler`` record.
 
-    Only the fields of :class:`~lanternpk.inference.SamplerSettings` are read (the record
+    Only the fields of :class:`~lanternpk.settings.SamplerSettings` are read (the record
     may hold more keys); ``refit_draws`` replaces the draws per chain when given.
 
     Returns
     -------
-    lanternpk.inference.SamplerSettings
+    lanternpk.settings.SamplerSettings
 
     Raises
     ------
     UsageError
         The record's values are not valid settings.
     """
-    from lanternpk.inference import SamplerSettings
+    from lanternpk.settings import SamplerSettings
 
     known = {f.name for f in fields(SamplerSettings)}
     record = {k: v for k, v in run.provenance["sampler"].items() if k in known}

@@ -19,7 +19,7 @@ from lanternpk.data.load import load_calibration, load_observations
 from lanternpk.data.validate import describe
 from lanternpk.errors import UsageError
 from lanternpk.fit import FitResult, fit, format_summary
-from lanternpk.inference import SamplerSettings
+from lanternpk.settings import SamplerSettings
 
 DEMO_STUDY = "als_mouse"
 DEMO_SPEC = "models/muse_vs_msc.toml"

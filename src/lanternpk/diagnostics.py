@@ -8,7 +8,7 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
-from lanternpk.argtypes import MIN_DRAWS
+from lanternpk.settings import MIN_DRAWS
 
 #: Thresholds (Vehtari et al. 2021 for R-hat and ESS; Betancourt 2016 for E-BFMI).
 RHAT_MAX = 1.01

@@ -20,8 +20,9 @@ T = TypeVar("T")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 (64 characters) of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Hex SHA-256 (64 characters) of a file's bytes, read in blocks."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _sha256_or_none(path: str | os.PathLike) -> str | None:
@@ -51,15 +52,16 @@ def load_unchanged(load: Callable[[], T], paths: Sequence[str | os.PathLike | No
     ------
     UsageError
         A file's bytes differ before and after ``load`` ran: it was written to while being
-        read, so no digest names what was read.
+        read, so no digest names what was read. Said in place of ``load``'s own error, if
+        any (a half-written table fails to parse, and the parse error would mislead).
     """
     before = [None if path is None else _sha256_or_none(path) for path in paths]
-    result = load()
-    digests = []
-    for path, earlier in zip(paths, before, strict=True):
-        now = None if path is None else _sha256_or_none(path)
-        if now != earlier:
-            raise UsageError(f"{os.fspath(path)}: the file changed while it was being read; "
-                             "run the command again once it is written")
-        digests.append(now)
+    try:
+        result = load()
+    finally:
+        digests = [None if path is None else _sha256_or_none(path) for path in paths]
+        for path, earlier, now in zip(paths, before, digests, strict=True):
+            if now != earlier:
+                raise UsageError(f"{os.fspath(path)}: the file changed while it was being "
+                                 "read; run the command again once it is written")
     return result, digests

@@ -19,8 +19,9 @@ Steps (Talts et al. 2018):
    run sequentially in the worker), then the rank of every true quantity among ``L``
    (``--thin-to``) evenly thinned posterior draws.
 4. **Dask**: a ``LocalCluster(n_workers=K, threads_per_worker=1)`` by default, or an existing
-   scheduler (``--scheduler ADDRESS``). At most one task per worker thread is in flight, so a
-   task's wall time is measured from its submission; one that raises, or runs past
+   scheduler (``--scheduler ADDRESS``). At most one task per worker thread is in flight; a
+   task's clock runs while a worker executes it (:meth:`Backend.waiting`: not while it waits
+   in a queue or is moved after its worker died). One that raises, or runs past
    ``--timeout``, is recorded and retried once with a new sampler seed (the worker of a
    timed-out task is restarted when it has a nanny). A fit that fails twice is written as a
    ``failed`` record and reported. Results are written by the client, atomically, to
@@ -72,6 +73,7 @@ from lanternpk.digest import load_unchanged
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.run_records import SbcFitRecord, record_problems
+from lanternpk.settings import SamplerSettings
 from lanternpk.spec import ModelSpec, load_spec
 from lanternpk.tomlfile import (
     KeyedProblems,
@@ -279,8 +281,6 @@ class SbcSettings:
     chain_method: str = "sequential"
 
     def __post_init__(self) -> None:
-        from lanternpk.inference import SamplerSettings
-
         # each fit's sampler settings, checked here rather than as the first fit fails
         SamplerSettings(draws=self.draws, tune=self.tune, chains=self.chains,
                         target_accept=self.target_accept)
@@ -383,7 +383,7 @@ def fit_task(task: FitTask, attempt: int = 1) -> dict:
         ``diagnostics`` (:func:`fit_diagnostics`), ``wall_s``, ``sampler_seed``, ``host``.
     """
     from lanternpk.fit import design_record
-    from lanternpk.inference import SamplerSettings, sample
+    from lanternpk.inference import sample
     from lanternpk.model import build_model, prepare_data
     from lanternpk.predictive import thin_indices
     from lanternpk.sbc_stats import rank
@@ -496,10 +496,15 @@ class DaskBackend(Backend):
         future.release()
 
     def waiting(self, futures):
-        """Those no worker is processing: Dask reruns a task whose worker died elsewhere,
-        and the rerun gets a whole timeout, not what its first run left."""
-        processing = {key for keys in self.client.processing().values() for key in keys}
-        return {future for future in futures if future.key not in processing}
+        """Those no worker is executing. Dask moves a task whose worker died to another,
+        perhaps busy, worker (a one-thread worker holds two tasks), or queues it; it gets a
+        whole timeout once it runs. With no worker at all, none counts as waiting: the
+        clocks run on, and the fits time out as before instead of waiting for ever."""
+        if not futures or not self.client.scheduler_info().get("workers"):
+            return set()
+        executing = {key for stacks in self.client.call_stack(futures=futures).values()
+                     for key in stacks}
+        return {future for future in futures if future.key not in executing}
 
     def abandon(self, future):
         """Cancel the future and restart the worker running it when it has a nanny; a worker
@@ -1068,7 +1073,8 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
                    help="NUTS target acceptance probability, in [0.5, 1) "
                    "(default: %(default)s)")
     p.add_argument("--timeout", type=float, default=900.0,
-                   help="seconds before a fit attempt is abandoned (default: 900)")
+                   help="seconds a worker may run one fit attempt before it is abandoned; "
+                   "time queued is not counted (default: 900)")
     p.add_argument("--alpha", type=float, default=0.01,
                    help="family-wise level of the uniformity tests, at least 0.001 "
                    "(default: 0.01)")

@@ -11,7 +11,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -120,16 +120,26 @@ def with_lines(problems: list[Problem], text: str) -> list[Problem]:
             if p.key and p.line is None else p for p in problems]
 
 
+def _table_model(annotation: object) -> type[BaseModel] | None:
+    """The table model of a field: ``M``, ``M | None``, or the element of ``list[M]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, tuple) and get_args(annotation):
+        return _table_model(get_args(annotation)[0])
+    models = [m for m in map(_table_model, get_args(annotation)) if m is not None]
+    return models[0] if len(models) == 1 else None  # (a union of one table and None)
+
+
 def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names allowed at ``loc`` (best effort, for "did you mean" hints)."""
+    """Field names allowed at ``loc``, in declaration order (best effort, for "did you mean"
+    hints; empty where the keys are the user's own names)."""
     current: type[BaseModel] | None = model
     for part in loc[:-1]:
+        if current is not None and isinstance(part, int):
+            continue  # an element of an array of tables: its model is the current one
         if current is None or not isinstance(part, str) or part not in current.model_fields:
             return []
-        annotation = current.model_fields[part].annotation
-        current = annotation if isinstance(annotation, type) and issubclass(
-            annotation, BaseModel
-        ) else None
+        current = _table_model(current.model_fields[part].annotation)
     return list(current.model_fields) if current is not None else []
 
 

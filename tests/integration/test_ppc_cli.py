@@ -61,10 +61,17 @@ def test_ppc_writes_the_documented_files(tiny_run, ppc_once, capsys):
 def test_ppc_same_seed_gives_identical_coverage(tiny_run, ppc_once, capsys):
     _, first = ppc_once
     coverage = tiny_run / "ppc" / "coverage.json"
+
+    def simulated_flux():
+        idata = az.from_netcdf(tiny_run / "ppc" / "posterior_predictive.nc")
+        return idata.posterior_predictive["flux"].values.copy()
+
+    flux_seed_1 = simulated_flux()
     assert main(["ppc", str(tiny_run), "--draws", "50", "--seed", "2"]) == EXIT_OK
-    assert coverage.read_text() != first  # the seed is used, not ignored
+    assert not np.array_equal(simulated_flux(), flux_seed_1)  # the simulation uses the seed
     assert main(["ppc", str(tiny_run), "--draws", "50", "--seed", "1"]) == EXIT_OK
     assert coverage.read_text() == first
+    np.testing.assert_array_equal(simulated_flux(), flux_seed_1)
     out = capsys.readouterr().out
     assert "groups flagged" in out and "LOO-PIT (368 rows" in out
 

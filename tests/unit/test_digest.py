@@ -59,3 +59,19 @@ def test_the_recorded_sbc_campaign_keeps_its_key():
     design_sha256 = file_sha256(ROOT / record["design_file"])
     assert (spec_sha256, design_sha256) == (record["spec_sha256"], record["design_sha256"])
     assert run_key(spec_sha256, design_sha256, SbcSettings(**record["settings"])) == record["key"]
+
+
+def test_a_change_is_named_before_the_parse_error_it_caused(tmp_path):
+    """A table caught half-written fails to parse; the parse error would send the user
+    looking for a problem in a file that is fine once written."""
+    from lanternpk.errors import DataError, Problem
+
+    path = tmp_path / "observations.csv"
+    path.write_bytes(b"study,animal\n")
+
+    def parse_half_written():
+        path.write_bytes(b"study,animal\nals,m1\n")
+        raise DataError([Problem(str(path), "row 2 is cut short")])
+
+    with pytest.raises(UsageError, match="changed while it was being read"):
+        load_unchanged(parse_half_written, [path])

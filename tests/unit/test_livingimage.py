@@ -460,7 +460,7 @@ def test_cli_refuses_an_unsupported_out_suffix_before_reading_input(
      "row 4, column 'ROI', value 'ROI 9': ROI not in the mapping"),
     (("", ""), ('cell_type = "muse"', 'cel_type = "muse"'),
      "key 'images.IMG0001.cel_type': unknown key 'cel_type' (did you mean 'cell_type'?); "
-     "allowed keys: animal, cell_type, "),
+     "allowed keys: study, animal, cell_type, "),
 ])
 def test_cli_errors_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   export_edit: tuple[str, str], map_edit: tuple[str, str],

@@ -689,3 +689,34 @@ def test_the_timeout_counts_only_while_a_worker_runs_the_fit():
         go.set()
     (record,) = records
     assert [a["status"] for a in record["attempts"]] == ["ok"], record
+
+
+def test_dask_counts_as_waiting_a_fit_no_worker_executes():
+    """A task moved to a busy worker after its own died is "processing" there while it
+    waits behind another fit; only the worker's executing tasks count as running. With no
+    worker at all, nothing counts as waiting, or a campaign would wait for ever."""
+    from lanternpk.sbc import DaskBackend
+
+    class Future:
+        def __init__(self, key):
+            self.key = key
+
+    running, queued = Future("sbc-fit-00000-1-0"), Future("sbc-fit-00001-1-0")
+
+    class Client:
+        def __init__(self):
+            self.workers = {"tcp://a:1": {}}
+
+        def processing(self):  # both are on the worker; one runs, one waits behind it
+            return {"tcp://a:1": [running.key, queued.key]}
+
+        def call_stack(self, futures):
+            return {"tcp://a:1": {running.key: ["frame"]}}
+
+        def scheduler_info(self):
+            return {"workers": self.workers}
+
+    client = Client()
+    assert DaskBackend(client).waiting([running, queued]) == {queued}
+    client.workers = {}
+    assert DaskBackend(client).waiting([running, queued]) == set()

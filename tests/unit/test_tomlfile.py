@@ -220,3 +220,19 @@ def test_an_unknown_key_is_worded_as_in_spec_and_mapping_files(tmp_path):
     assert problem.message.startswith(
         "unknown key 'background_cvv' (did you mean 'background_cv'?); allowed keys: "
         "background_in_vivo, ")
+
+
+def test_an_unknown_key_in_an_array_of_tables_gets_its_hint(tmp_path):
+    """Inside `[[design.sacrifice]]` the allowed keys were not looked up (the element's
+    index stopped the walk): a misspelt key got neither a hint nor the list."""
+    from lanternpk.sbc import load_design
+
+    text = (ROOT / "data/designs/sbc_small.toml").read_text(encoding="utf-8")
+    path = tmp_path / "design.toml"
+    path.write_text(text.replace("{ time_h = 672, animals = 2 }",
+                                 "{ time_h = 672, animal = 2 }"), encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_design(path)
+    messages = {p.key: p.message for p in caught.value.problems}
+    assert messages["design.sacrifice[1].animal"] == (
+        "unknown key 'animal' (did you mean 'animals'?); allowed keys: time_h, animals")

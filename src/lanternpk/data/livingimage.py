@@ -195,7 +195,7 @@ def _pydantic_problem(file: str, err: dict) -> Problem:
         model = _TABLES.get(tuple(loc[:-1]))
         if model is None and len(loc) == 3 and loc[0] == "images":
             model = ImageEntry
-        allowed = sorted(model.model_fields) if model else []
+        allowed = list(model.model_fields) if model else []
         message = unknown_key_message(str(loc[-1]), allowed)
         value = None
     elif kind == "missing":
