@@ -73,7 +73,7 @@ from lanternpk.digest import load_unchanged
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_OK, DataError, Problem, UsageError
 from lanternpk.io import atomic_path, is_interrupted_write, json_text, write_text_atomic
 from lanternpk.run_records import SbcFitRecord, record_problems
-from lanternpk.settings import SamplerSettings
+from lanternpk.settings import MIN_DRAWS, SamplerSettings
 from lanternpk.spec import ModelSpec, load_spec
 from lanternpk.tomlfile import (
     KeyedProblems,
@@ -1065,7 +1065,8 @@ def add_sbc_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tune", type=tune_count, default=SbcSettings.tune,
                    help="tuning iterations per chain of each fit (default: %(default)s)")
     p.add_argument("--draws", type=draw_count, default=SbcSettings.draws,
-                   help="posterior draws per chain of each fit (default: %(default)s)")
+                   help=f"posterior draws per chain of each fit, at least {MIN_DRAWS} "
+                   "(default: %(default)s)")
     p.add_argument("--thin-to", type=positive_int, default=SbcSettings.thin_to,
                    help="L, posterior draws each rank is computed against (default: "
                    f"{SbcSettings.thin_to})")
