@@ -78,6 +78,8 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     settings : SamplerSettings
         Sampler (numpyro and blackjax driven directly, nutpie and pymc through
         ``pm.sample``), chains, draws, tuning iterations, seed and target acceptance.
+        pymc runs its chains in processes started by a fork server, so a script that
+        calls this with it needs the ``if __name__ == "__main__":`` guard.
     progressbar : bool
         Show a progress bar (blackjax has none).
     chain_method : {"parallel", "sequential", "vectorized"}
@@ -99,8 +101,11 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
                               chain_method=chain_method)
     if settings.sampler == "blackjax":
         return sample_blackjax(model, settings, chain_method=chain_method)
-    # nutpie keeps no log-likelihood either, and warns that it ignores idata_kwargs
-    extra = {"idata_kwargs": {"log_likelihood": False}} if settings.sampler == "pymc" else {}
+    # nutpie keeps no log-likelihood either, and warns that it ignores idata_kwargs. PyMC
+    # starts its chain processes by os.fork on Linux, which can deadlock once JAX's threads
+    # run in this process (JAX warns so): start them from a fork server instead.
+    extra = ({"idata_kwargs": {"log_likelihood": False}, "mp_ctx": "forkserver"}
+             if settings.sampler == "pymc" else {})
     with model:
         return pm.sample(
             draws=settings.draws,

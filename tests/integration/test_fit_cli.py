@@ -157,3 +157,27 @@ def test_the_samplers_through_pm_sample_give_a_complete_run(root, tmp_path, caps
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["sampler"]["sampler"] == sampler
     assert main(["summarize", str(out)]) == rc
+
+
+def test_pymc_chains_are_not_forked_from_a_process_running_jax(root, tmp_path):
+    """pm.sample forks its chain processes on Linux; once JAX's threads ran in the process
+    (any earlier JAX fit, as in this test session), JAX warns that fork can deadlock. The
+    fit's own run: JAX started first, every RuntimeWarning an error."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, jax, sys\n"
+            "if __name__ == '__main__':\n"
+            "    jax.devices()\n"
+            "    warnings.simplefilter('error', RuntimeWarning)\n"
+            "    from lanternpk.cli import main\n"
+            "    sys.exit(main(sys.argv[1:]))\n")
+    script = tmp_path / "fit_after_jax.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), "fit", str(root / "data/als_mouse/observations.csv"),
+         "--model", str(root / "models/muse_vs_msc.toml"), "--out", str(tmp_path / "run"),
+         "--sampler", "pymc", "--chains", "2", "--draws", "20", "--tune", "20", "--quiet"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode in (EXIT_OK, EXIT_DIAGNOSTICS), done.stderr[-2000:]
+    assert "os.fork()" not in done.stderr
