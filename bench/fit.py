@@ -260,6 +260,25 @@ def _ode_lines(gradient_s: float, logp_difference: float, sampling_gradients: fl
     return lines
 
 
+def _environment() -> dict:
+    """Machine, library versions and date, recorded with every result."""
+    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                        "platform": platform.platform()},
+            "versions": library_versions(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _write_results(out: Path, name: str, record: dict, lines: list[str]) -> None:
+    """``NAME.json`` (the record) and ``NAME.md`` (``lines``, then load and versions)."""
+    lines = [*lines, "", "Load average (1, 5, 15 min) before and after: "
+             + "; ".join(", ".join(f"{x:.1f}" for x in la)
+                         for la in record["load_average_start_end"]) + ".", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _ode_only(fit_json: Path, out: Path, name: str) -> None:
     """Time the pm.ode model alone; extrapolate with the gradient count in ``fit_json``."""
     earlier = json.loads(fit_json.read_text(encoding="utf-8"))
@@ -267,28 +286,18 @@ def _ode_only(fit_json: Path, out: Path, name: str) -> None:
     load_start = os.getloadavg()
     ode_s, logp_difference = ode_gradient_seconds()
     extrapolated = ode_fit_seconds(ode_s, gradients, os.cpu_count() or 1)
-    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                          "platform": platform.platform()},
-              "versions": library_versions(), "gradient_count_from": str(fit_json),
+    record = {**_environment(), "gradient_count_from": str(fit_json),
               "gradient_evaluations_sampling": gradients, "pm_ode_gradient_s": ode_s,
               "pm_ode_logp_difference": logp_difference,
               "pm_ode_fit_s_extrapolated": extrapolated,
-              "load_average_start_end": [load_start, os.getloadavg()],
-              "date": time.strftime("%Y-%m-%d")}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = ["# pm.ode fit-time extrapolation", "",
-             f"`python bench/fit.py --ode-only {fit_json} --name {name}` on "
-             f"{record['machine']['cpu']} ({record['machine']['cores']} cores), "
-             f"{record['date']}; gradient count of the default fit's sampling phase from "
-             f"`{fit_json}` (median over its seeds).", "",
-             *_ode_lines(ode_s, logp_difference, gradients, extrapolated), "",
-             "Load average (1, 5, 15 min) before and after: "
-             + "; ".join(", ".join(f"{x:.1f}" for x in la)
-                         for la in record["load_average_start_end"]) + ".", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              "load_average_start_end": [load_start, os.getloadavg()]}
+    _write_results(out, name, record, [
+        "# pm.ode fit-time extrapolation", "",
+        f"`python bench/fit.py --ode-only {fit_json} --name {name}` on "
+        f"{record['machine']['cpu']} ({record['machine']['cores']} cores), {record['date']}; "
+        f"gradient count of the default fit's sampling phase from `{fit_json}` (median over "
+        "its seeds).", "",
+        *_ode_lines(ode_s, logp_difference, gradients, extrapolated)])
 
 
 def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str) -> None:
@@ -300,14 +309,9 @@ def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str) -
     for seed in seeds:
         for sampler in samplers:
             runs[sampler].append(run_fit(sampler, 16, draws=1000, tune=1000, seed=seed))
-    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                          "platform": platform.platform()},
-              "versions": library_versions(), "seeds": seeds, "runs": runs,
+    record = {**_environment(), "seeds": seeds, "runs": runs,
               "medians": {s: _median_run(r) for s, r in runs.items()},
-              "load_average_start_end": [load_start, os.getloadavg()],
-              "date": time.strftime("%Y-%m-%d")}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+              "load_average_start_end": [load_start, os.getloadavg()]}
     lines = ["# Sampler comparison over seeds", "",
              f"`python bench/fit.py --compare-samplers {','.join(samplers)} --seeds {n_seeds} "
              f"--name {name}` on {record['machine']['cpu']} ({record['machine']['cores']} "
@@ -335,12 +339,7 @@ def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str) -
                      f"{m['ess_bulk_min_per_s']:.1f} | "
                      f"{min(r['ess_bulk_min_per_s'] for r in ok):.1f}–"
                      f"{max(r['ess_bulk_min_per_s'] for r in ok):.1f} | {m['divergences']} |")
-    lines += ["", "Load average (1, 5, 15 min) before and after: "
-              + "; ".join(", ".join(f"{x:.1f}" for x in la)
-                          for la in record["load_average_start_end"]) + ".", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _write_results(out, name, record, lines)
 
 
 def _median_run(runs: list[dict]) -> dict:
