@@ -500,10 +500,13 @@ class DaskBackend(Backend):
         perhaps busy, worker (a one-thread worker holds two tasks), or queues it; it gets a
         whole timeout once it runs. With no worker at all, none counts as waiting: the
         clocks run on, and the fits time out as before instead of waiting for ever."""
-        if not futures or not self.client.scheduler_info().get("workers"):
+        try:
+            if not futures or not self.client.scheduler_info().get("workers"):
+                return set()
+            stacks = self.client.call_stack(futures=futures)
+        except Exception:  # a worker lost while asked (the case this is for): ask next poll
             return set()
-        executing = {key for stacks in self.client.call_stack(futures=futures).values()
-                     for key in stacks}
+        executing = {key for worker_stacks in stacks.values() for key in worker_stacks}
         return {future for future in futures if future.key not in executing}
 
     def abandon(self, future):

@@ -720,3 +720,9 @@ def test_dask_counts_as_waiting_a_fit_no_worker_executes():
     assert DaskBackend(client).waiting([running, queued]) == {queued}
     client.workers = {}
     assert DaskBackend(client).waiting([running, queued]) == set()
+
+    class LostWhileAsked(Client):  # the worker died between the scheduler's lookup and the call
+        def call_stack(self, futures):
+            raise OSError("Timed out trying to connect to tcp://a:1")
+
+    assert DaskBackend(LostWhileAsked()).waiting([running, queued]) == set()
