@@ -17,7 +17,11 @@ evaluations of the sampling phase** (an oracle's warm-up is not comparable: no a
 could start from the posterior covariance); seconds of the whole run (compile, tuning,
 sampling) are reported too. Also printed: the eigenvalue range of the posterior correlation matrix.
 
-Run: ``python bench/mass_matrix.py``; writes ``bench/results/mass_matrix.md`` and ``.json``.
+Each seed (``--seeds N``, default 3: min bulk ESS varies by about ±20% with the seed) runs
+all three; the arms are compared on their medians over the seeds.
+
+Run: ``python bench/mass_matrix.py [--seeds N]``; writes ``bench/results/mass_matrix.md``
+and ``.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
+import argparse
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -71,14 +77,8 @@ def run_nuts(problem, settings: SamplerSettings, label: str, **nuts_options) -> 
             "draws": draws}
 
 
-def main() -> None:
-    jax.config.update("jax_enable_x64", True)
-    spec = load_spec(STUDY.spec)
-    data = prepare_data(spec, load_observations(STUDY.observations))
-    model = build_model(spec, data, load_calibration(STUDY.calibration))
-    settings = SamplerSettings()
-    problem = _flat_problem(model, settings)
-
+def _oracle_runs(problem, settings: SamplerSettings) -> tuple[list[dict], np.ndarray, int]:
+    """The three arms with ``settings.seed``; the posterior correlation's eigenvalues."""
     runs = [run_nuts(problem, settings, "diagonal, adapted")]
     flat = runs[0]["draws"].reshape(-1, runs[0]["draws"].shape[-1])
     covariance = np.cov(flat.T)
@@ -90,30 +90,67 @@ def main() -> None:
     eigenvalues = np.linalg.eigvalsh(covariance / np.outer(sd, sd))
     for run in runs:
         del run["draws"]
+        run["seed"] = settings.seed
+    return runs, eigenvalues, int(flat.shape[1])
 
-    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    jax.config.update("jax_enable_x64", True)
+    spec = load_spec(STUDY.spec)
+    data = prepare_data(spec, load_observations(STUDY.observations))
+    model = build_model(spec, data, load_calibration(STUDY.calibration))
+    load_start = os.getloadavg()
+    runs, eigenvalues = [], []
+    for i in range(args.seeds):
+        settings = SamplerSettings(seed=SamplerSettings.seed + i)
+        seed_runs, seed_eigenvalues, n_parameters = _oracle_runs(
+            _flat_problem(model, settings), settings)
+        runs += seed_runs
+        eigenvalues.append([float(seed_eigenvalues[0]), float(seed_eigenvalues[-1])])
+    arms = list(dict.fromkeys(r["mass_matrix"] for r in runs))
+    medians = {arm: {key: float(np.median([r[key] for r in runs if r["mass_matrix"] == arm]))
+                     for key in ("steps_per_draw", "ess_bulk_min",
+                                 "ess_bulk_min_per_1000_gradients")} for arm in arms}
+    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                          "platform": platform.platform()},
               "date": time.strftime("%Y-%m-%d"), "versions": library_versions(),
-              "settings": settings.as_dict(), "parameters": int(flat.shape[1]),
-              "correlation_eigenvalues": [float(eigenvalues[0]), float(eigenvalues[-1])],
-              "runs": runs}
+              "settings": {**settings.as_dict(), "seed": None}, "seeds": args.seeds,
+              "parameters": n_parameters, "correlation_eigenvalues": eigenvalues,
+              "runs": runs, "medians": medians,
+              "load_average_start_end": [load_start, os.getloadavg()]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mass_matrix.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# Mass-matrix oracle experiment", "",
-             f"`python bench/mass_matrix.py` on {record['machine']['cpu']} "
-             f"({record['machine']['cores']} cores), {record['date']}; default settings "
-             f"({settings.chains} chains × {settings.draws} draws, {settings.tune} tune, "
-             f"numpyro NUTS), ALS-like study, {flat.shape[1]} "
-             "parameters. Oracle = mass fixed to the posterior covariance of the first run's "
-             "4000 draws (only the step size adapted).", "",
-             "| mass matrix | steps/draw | gradients (sampling) | min bulk ESS | "
+             f"`python bench/mass_matrix.py --seeds {args.seeds}` on "
+             f"{record['machine']['cpu']} ({record['machine']['cores']} cores), "
+             f"{record['date']}; default settings ({settings.chains} chains × "
+             f"{settings.draws} draws, {settings.tune} tune, numpyro NUTS), ALS-like study, "
+             f"{n_parameters} parameters, seeds {SamplerSettings.seed} to "
+             f"{SamplerSettings.seed + args.seeds - 1}. Oracle = mass fixed to the posterior "
+             "covariance of the same seed's adapted run (4000 draws; only the step size "
+             "adapted).", "",
+             "| mass matrix | seed | steps/draw | gradients (sampling) | min bulk ESS | "
              "ESS per 1000 gradients | divergences | s (whole run) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['mass_matrix']} | {r['steps_per_draw']:.1f} | "
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['mass_matrix']} | {r['seed']} | {r['steps_per_draw']:.1f} | "
               f"{r['gradient_evaluations_sampling']} | {r['ess_bulk_min']:.0f} | "
               f"{r['ess_bulk_min_per_1000_gradients']:.2f} | {r['divergences']} | "
               f"{r['seconds_incl_compile']:.1f} |" for r in runs]
-    lines += ["", f"Posterior correlation matrix eigenvalues: {eigenvalues[0]:.3f} to "
-              f"{eigenvalues[-1]:.2f}.", "",
+    lines += ["", f"Medians over the {args.seeds} seeds:", "",
+              "| mass matrix | steps/draw | min bulk ESS | ESS per 1000 gradients |",
+              "|---|---|---|---|"]
+    lines += [f"| {arm} | {m['steps_per_draw']:.1f} | {m['ess_bulk_min']:.0f} | "
+              f"{m['ess_bulk_min_per_1000_gradients']:.2f} |" for arm, m in medians.items()]
+    lines += ["", "Posterior correlation matrix eigenvalues, per seed: "
+              + "; ".join(f"{lo:.3f} to {hi:.2f}" for lo, hi in eigenvalues) + ".", "",
+              "Load average (1, 5, 15 min) before and after: "
+              + "; ".join(", ".join(f"{x:.1f}" for x in la)
+                          for la in record["load_average_start_end"]) + ".", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
     (RESULTS / "mass_matrix.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
