@@ -126,6 +126,8 @@ def _table_model(annotation: object) -> type[BaseModel] | None:
         return annotation
     if get_origin(annotation) in (list, tuple) and get_args(annotation):
         return _table_model(get_args(annotation)[0])
+    if get_origin(annotation) is dict:  # keyed by the user's own names: no fixed fields
+        return None
     models = [m for m in map(_table_model, get_args(annotation)) if m is not None]
     return models[0] if len(models) == 1 else None  # (a union of one table and None)
 
