@@ -11,7 +11,9 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
   of one run varies by about ±20% with the seed, so the issue's targets are judged on the
   medians;
 - every fit runs in a fresh process (its clock starts after the imports), so that none
-  skips the one-time start-up costs an earlier fit in the same process paid;
+  skips the one-time start-up costs an earlier fit in the same process paid; JAX's
+  compilation cache is off, but PyTensor's C cache and numba's cache persist on disk between
+  processes, so the pymc and nutpie rows may compile warm (in their favour);
 - scaling of the default sampler with the number of animals (16, 32, 64, 128; studies
   simulated from the ALS truth with more animals per sacrifice group);
 - the command a user runs, `lanternpk fit` on the bundled study with default settings, timed
