@@ -677,7 +677,7 @@ def test_the_timeout_counts_only_while_a_worker_runs_the_fit():
         go.wait(30.0)
         return _ok(task, attempt)
 
-    records, task = [], _task(0)  # (its settings import PyMC: before the clock starts)
+    records, task = [], _task(0)  # made before the clock starts
     timer = threading.Timer(3.0, go.set)  # queued for 1.5 timeouts
     timer.start()
     try:
