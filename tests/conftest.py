@@ -61,3 +61,15 @@ def fit_bundled(root) -> Callable[..., int]:
                      "--tune", str(tune), "--quiet"])
 
     return fit
+
+
+@pytest.fixture
+def no_model_build(monkeypatch) -> None:
+    """``lanternpk.fit`` fails the test if it builds a model: for refusals that must come
+    before anything is compiled."""
+    import lanternpk.fit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the refusal")
+
+    monkeypatch.setattr(lanternpk.fit, "build_model", refuse)

@@ -98,7 +98,6 @@ points into that order, and every per-organ array this module returns uses it.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 import os
 import re
@@ -120,6 +119,7 @@ from pydantic import (
     model_validator,
 )
 
+from lanternpk.digest import file_sha256
 from lanternpk.errors import (
     CONTROL_CHARACTER,
     DataError,
@@ -713,7 +713,7 @@ class ModelSpec(BaseModel):
 
 def spec_hash(path: str | os.PathLike) -> str:
     """SHA-256 of a spec file's bytes, as 64 hex digits (for provenance)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def load_spec(path: str | os.PathLike) -> ModelSpec:

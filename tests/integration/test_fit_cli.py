@@ -75,13 +75,7 @@ def test_summarize_refuses_other_spec_or_data(root, tiny_run, capsys):
     assert f"{other_data}: does not match the run in {out}" in err
 
 
-def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys, monkeypatch):
-    import lanternpk.fit
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was built before the refusal")
-
-    monkeypatch.setattr(lanternpk.fit, "build_model", refuse)
+def test_fit_rejects_bad_data_before_compiling(root, tmp_path, capsys, no_model_build):
     bad = tmp_path / "obs.csv"
     text = (root / "data/als_mouse/observations.csv").read_text()
     bad.write_text(text.replace(",muse01,muse,", ",muse01,neuron,"))

@@ -33,18 +33,8 @@ def _snapshot(directory):
             if p.is_file()}
 
 
-def _no_model_build(monkeypatch):
-    import lanternpk.fit
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was built before the refusal")
-
-    monkeypatch.setattr(lanternpk.fit, "build_model", refuse)
-
-
 def test_fit_refuses_a_directory_of_other_files_before_compiling(root, tmp_path, capsys,
-                                                                 monkeypatch):
-    _no_model_build(monkeypatch)
+                                                                 no_model_build):
     user = tmp_path / "work"
     user.mkdir()
     shutil.copy(root / DATA, user / "obs.csv")
