@@ -6,7 +6,9 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
   ``pm.sample(nuts_sampler="numpyro")`` (what a PyMC user would run instead of our driver):
   wall time of model building + sampling (graph compile included; imports, data loading and
   the summary are not, see the `lanternpk fit` line for the whole command), min bulk ESS
-  over the free parameters, min bulk ESS / wall second, divergences;
+  over the model's parameters (``lanternpk.model.parameter_names``: the free variables, a
+  sign-expanded random effect by its scale and effects), min bulk ESS / wall second,
+  divergences;
 - the default fit (numpyro) with several seeds (``--seeds``, default 5): the min bulk ESS
   of one run varies by about ±20% with the seed, so the issue's targets are judged on the
   medians;
@@ -29,7 +31,8 @@ spec, 4 chains × 1000 draws after 1000 tuning steps:
 
 Run: ``python bench/fit.py [--quick] [--seeds N] [--out DIR] [--name NAME]``; writes
 ``DIR/NAME.md`` and ``NAME.json`` (default ``bench/results/fit.md`` and ``fit.json``).
-``--compare-samplers S1,S2`` fits only those samplers on the same seeds; ``--ode-only
+``--compare-samplers S1,S2`` fits only those samplers on the same seeds (``--baseline
+CHECKOUT`` adds the default sampler of another checkout, for a before/after); ``--ode-only
 FIT_JSON`` times only the pm.ode model.
 """
 
@@ -59,7 +62,7 @@ from lanternpk.data.simulate import Sacrifice, load_truth, simulate_study
 from lanternpk.demo import demo_files
 from lanternpk.fit import library_versions
 from lanternpk.inference import SamplerSettings, sample
-from lanternpk.model import build_model, prepare_data
+from lanternpk.model import build_model, parameter_names, prepare_data
 from lanternpk.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,15 +96,22 @@ def _study(n_animals: int):
 
 
 def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
-            seed: int = SamplerSettings.seed, cache: Path | None = None) -> dict:
+            seed: int = SamplerSettings.seed, cache: Path | None = None,
+            checkout: Path | None = None) -> dict:
     """One fit in a fresh Python process, so that every fit pays the same one-time costs
     (PyTensor's first graph rewrite, JAX and sampler start-up: ~2 s that a second fit in the
     same process would skip). The clock starts after the imports, as in :func:`_one_fit`.
-    JAX's persistent compilation cache is off unless ``cache`` names its directory."""
-    done = subprocess.run([sys.executable, __file__, "--one", sampler, str(n_animals),
+    JAX's persistent compilation cache is off unless ``cache`` names its directory.
+    ``checkout`` runs another checkout of lanternpk instead (its ``bench/fit.py`` with its
+    ``src`` first on the path), for a before/after comparison in one run."""
+    script, env = Path(__file__), {**os.environ, CACHE_ENV: str(cache) if cache else "off"}
+    if checkout is not None:
+        script = checkout / "bench" / "fit.py"
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(checkout / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    done = subprocess.run([sys.executable, str(script), "--one", sampler, str(n_animals),
                            str(seed), "--draws", str(draws), "--tune", str(tune)],
-                          capture_output=True, text=True,
-                          env={**os.environ, CACHE_ENV: str(cache) if cache else "off"})
+                          capture_output=True, text=True, env=env)
     if done.returncode != 0:  # record a crash instead of stopping the bench
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"sampler": sampler, "animals": n_animals, "seed": seed,
@@ -144,8 +154,7 @@ def _one_fit(sampler: str, n_animals: int, *, draws: int, tune: int, seed: int) 
                 "error": f"{type(err).__name__}: "
                 f"{str(err).splitlines()[0][:200]}"}
     wall = time.perf_counter() - start
-    free = [rv.name for rv in model.free_RVs]
-    ess = az.ess(idata.posterior[free], method="bulk")
+    ess = az.ess(idata.posterior[parameter_names(model)], method="bulk")
     stats = idata.sample_stats
     grad_evals = int(stats["n_steps"].sum()) if "n_steps" in stats else None
     lowest = min(ess.data_vars, key=lambda name: float(np.nanmin(ess[name].values)))
@@ -302,24 +311,39 @@ def _ode_only(fit_json: Path, out: Path, name: str) -> None:
         *_ode_lines(ode_s, logp_difference, gradients, extrapolated)])
 
 
-def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str) -> None:
+def _git_revision(checkout: Path) -> str:
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown revision"
+
+
+def _compare_samplers(samplers: list[str], n_seeds: int, out: Path, name: str,
+                      baseline: Path | None = None) -> None:
     """Each sampler on the same seeds (default fit, 16 animals, 4 × 1000), fits interleaved
-    seed by seed so that a drift of the machine's speed hits every sampler alike."""
+    seed by seed so that a drift of the machine's speed hits every sampler alike. With
+    ``baseline`` (another checkout), its default sampler is one more arm."""
     seeds = [SamplerSettings.seed + i for i in range(n_seeds)]
     load_start = os.getloadavg()
-    runs = {sampler: [] for sampler in samplers}
+    arms = {sampler: (sampler, None) for sampler in samplers}
+    if baseline is not None:
+        arms[f"numpyro, baseline {_git_revision(baseline)}"] = ("numpyro", baseline)
+    runs = {label: [] for label in arms}
     for seed in seeds:
-        for sampler in samplers:
-            runs[sampler].append(run_fit(sampler, 16, draws=1000, tune=1000, seed=seed))
+        for label, (sampler, checkout) in arms.items():
+            runs[label].append(run_fit(sampler, 16, draws=1000, tune=1000, seed=seed,
+                                       checkout=checkout))
     record = {**_environment(), "seeds": seeds, "runs": runs,
+              "revision": _git_revision(ROOT),
               "medians": {s: _median_run(r) for s, r in runs.items()},
               "load_average_start_end": [load_start, os.getloadavg()]}
+    command = (f"python bench/fit.py --compare-samplers {','.join(samplers)} --seeds {n_seeds}"
+               + (f" --baseline {baseline}" if baseline else "") + f" --name {name}")
     lines = ["# Sampler comparison over seeds", "",
-             f"`python bench/fit.py --compare-samplers {','.join(samplers)} --seeds {n_seeds} "
-             f"--name {name}` on {record['machine']['cpu']} ({record['machine']['cores']} "
-             f"cores), {record['date']}: the default fit (ALS-like study, 16 animals, 4 chains "
-             "× 1000 draws after 1000 tuning steps, JAX compilation cache off), every fit in "
-             "a fresh process, the samplers taking turns seed by seed.", "",
+             f"`{command}` at {record['revision']} on {record['machine']['cpu']} "
+             f"({record['machine']['cores']} cores), {record['date']}: the default fit "
+             "(ALS-like study, 16 animals, 4 chains × 1000 draws after 1000 tuning steps, JAX "
+             "compilation cache off), every fit in a fresh process, the arms taking turns seed "
+             "by seed.", "",
              "| sampler | seed | wall s | min bulk ESS | lowest-ESS parameter | ESS/s | "
              "divergences |", "|---|---|---|---|---|---|---|"]
     for sampler, sampler_runs in runs.items():
@@ -371,6 +395,9 @@ def main() -> None:
                         help="only fit these samplers (of numpyro, nutpie, pymc, blackjax, "
                         f"{PM_SAMPLE_NUMPYRO}) on the same --seeds, in one run, and compare "
                         "their medians")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="with --compare-samplers: also fit the default sampler of another "
+                        "checkout of lanternpk (e.g. a `git worktree` of an earlier commit)")
     parser.add_argument("--one", nargs=3, metavar=("SAMPLER", "ANIMALS", "SEED"),
                         help=argparse.SUPPRESS)  # one fit, printed as JSON (run_fit)
     parser.add_argument("--draws", type=int, help=argparse.SUPPRESS)
@@ -388,7 +415,8 @@ def main() -> None:
         _ode_only(args.ode_only, args.out, args.name)
         return
     if args.compare_samplers:
-        _compare_samplers(args.compare_samplers.split(","), args.seeds, args.out, args.name)
+        _compare_samplers(args.compare_samplers.split(","), args.seeds, args.out, args.name,
+                          args.baseline)
         return
     draws = tune = 300 if args.quick else 1000
     load_start = os.getloadavg()

@@ -10,7 +10,7 @@ steps)::
     model = lpk.build_model(spec, lpk.prepare_data(spec, obs),
                             lpk.load_calibration("data/als_mouse/calibration.csv"))
     idata = lpk.sample(model, lpk.SamplerSettings(seed=1))
-    diagnostics = lpk.check_convergence(idata, [rv.name for rv in model.free_RVs])
+    diagnostics = lpk.check_convergence(idata, lpk.parameter_names(model))
 
 A whole fit that writes a run directory, as ``lanternpk fit`` does, is
 ``lanternpk.fit.fit``; it is not exported here because its name is also its module's.
@@ -38,6 +38,7 @@ _EXPORTS = {
     "ModelData": "lanternpk.model",
     "prepare_data": "lanternpk.model",
     "build_model": "lanternpk.model",
+    "parameter_names": "lanternpk.model",
     "SamplerSettings": "lanternpk.settings",
     "sample": "lanternpk.inference",
     "check_convergence": "lanternpk.diagnostics",

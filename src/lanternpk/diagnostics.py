@@ -30,7 +30,9 @@ def check_convergence(idata: az.InferenceData, var_names: list[str]) -> dict:
     idata : arviz.InferenceData
         Posterior with ``sample_stats``; at least :data:`MIN_DRAWS` draws per chain.
     var_names : list of str
-        Sampled (free) parameters to check.
+        Parameters to check: for a lanternpk model, :func:`lanternpk.model.parameter_names`
+        (the free variables, a sign-expanded random effect by its identified scale and
+        effects).
 
     Returns
     -------

@@ -37,7 +37,13 @@ from lanternpk.io import (
     json_text,
     replacing_directory,
 )
-from lanternpk.model import ModelData, build_model, calibration_problems, prepare_data
+from lanternpk.model import (
+    ModelData,
+    build_model,
+    calibration_problems,
+    parameter_names,
+    prepare_data,
+)
 from lanternpk.run_records import run_record_problems
 from lanternpk.spec import ModelSpec, load_spec
 
@@ -176,8 +182,7 @@ def fit(data_path: Path, spec_path: Path, out_dir: Path, *, calibration_path: Pa
     idata.extend(prior)
     wall_s = time.perf_counter() - start
 
-    free = [rv.name for rv in model.free_RVs]
-    diagnostics = check_convergence(idata, free)
+    diagnostics = check_convergence(idata, parameter_names(model))
     design = design_record(spec, obs, data)
     provenance = {
         "data_file": str(data_path), "data_sha256": digests["data_sha256"],

@@ -5,6 +5,9 @@ Kinetics (per cell type, animal-level non-centred random effects):
     log r_a = log r_c + sd_release z_a                  filter → blood release, 1/day
     log k_aj = log k_cj + sd_loss z_aj                  organ loss rates, 1/day
 live cells per organ are the exact closed form of :mod:`lanternpk.solver.closed_form`.
+Each scale × effect pair (``sd_fp z``, ``sd_release z``, ``sd_loss z`` and the image gains'
+``image_gain_sd z``) is sampled in a sign-expanded form with the same posterior (see
+:func:`_random_effect`); diagnose the names :func:`parameter_names` gives.
 
 Measurement (DESIGN.md), per ROI ``i`` of image ``m``:
     mu_i = log(photons_per_cell × Σ_j w_ij T_j × cells_ij × gain_m + background_i)
@@ -222,6 +225,48 @@ def _halfnormal(name: str, prior):
     return pm.HalfNormal(name, sigma=prior.sigma)
 
 
+#: Suffix of the two free variables that sample a random effect (see :func:`_random_effect`).
+SIGNED_SUFFIX = "_signed"
+
+
+def _random_effect(sd_name: str, z_name: str, prior, dims):
+    """A non-centred random effect ``sd × z``, sampled in a sign-expanded form.
+
+    ``sd ~ HalfNormal(σ)`` and ``z ~ Normal(0, 1)`` are the Deterministics ``|u|`` and
+    ``sign(u)·v`` of the free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed``) and
+    ``v ~ Normal(0, 1)`` (``{z_name}_signed``), and the effect is ``u·v = sd·z``. The map
+    (u, v) → (|u|, sign(u)·v) carries Normal(0, σ) × Normal(0, 1) onto exactly
+    HalfNormal(σ) × Normal(0, 1), so the model and the posterior of every named quantity are
+    unchanged; only the coordinates NUTS moves in change. A HalfNormal is sampled on
+    ``log sd``, where a weakly informed scale (posterior mass near 0) becomes a long
+    exponential tail that mixes slowly; ``u`` crosses 0 smoothly instead. This is parameter
+    expansion with a redundant sign (Gelman, van Dyk, Huang & Boscardin 2008, J. Comput.
+    Graph. Stat. 17:95–122). ``u`` and ``v`` are identified only up to a joint sign, so
+    diagnostics use ``sd`` and ``z`` (:func:`parameter_names`).
+
+    Returns
+    -------
+    sd, z, effect
+        The scale, the standardised effects (dims ``dims``) and their product.
+    """
+    u = pm.Normal(sd_name + SIGNED_SUFFIX, 0.0, prior.sigma)
+    v = pm.Normal(z_name + SIGNED_SUFFIX, 0.0, 1.0, dims=dims)
+    sd = pm.Deterministic(sd_name, pt.abs(u))
+    z = pm.Deterministic(z_name, pt.sign(u) * v, dims=dims)
+    return sd, z, u * v
+
+
+def parameter_names(model: pm.Model) -> list[str]:
+    """Names of the model's parameters as diagnosed and reported.
+
+    Every free variable, except that the sign-expanded pair of a random effect
+    (``sd_loss_signed``, ``z_loss_signed``) is named by its identified ``sd_loss`` and
+    ``z_loss`` (:func:`_random_effect`): the pair itself is identified only up to a joint
+    sign, which chains need not agree on.
+    """
+    return [rv.name.removesuffix(SIGNED_SUFFIX) for rv in model.free_RVs]
+
+
 def _per_cell_type(spec: ModelSpec, kind: str, organs: tuple[str, ...]):
     """Prior locations and scales (cell_type, organ) and whether each organ is shared."""
     loc = np.empty((len(spec.cell_types), len(organs)))
@@ -303,18 +348,16 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
 
         # --- animal-level random effects (non-centred) --------------------------------------
         re = spec.random_effects
-        sd_fp = _halfnormal("sd_first_pass", re.first_pass)
-        sd_rel = _halfnormal("sd_release", re.release)
-        sd_loss = _halfnormal("sd_loss", re.loss)
-        z_fp = pm.Normal("z_first_pass", 0.0, 1.0, dims=("animal", "organ"))
-        z_rel = pm.Normal("z_release", 0.0, 1.0, dims="animal")
-        z_loss = pm.Normal("z_loss", 0.0, 1.0, dims=("animal", "organ"))
+        *_, fp_effect = _random_effect("sd_first_pass", "z_first_pass", re.first_pass,
+                                       ("animal", "organ"))
+        *_, rel_effect = _random_effect("sd_release", "z_release", re.release, "animal")
+        *_, loss_effect = _random_effect("sd_loss", "z_loss", re.loss, ("animal", "organ"))
         ct = data.cell_type_of_animal
-        eta_a = eta[ct] + sd_fp * z_fp
+        eta_a = eta[ct] + fp_effect
         expo_a = pt.exp(eta_a)
         f_a = expo_a / (1.0 + expo_a.sum(-1, keepdims=True))
-        r_a = pt.exp(log_release[ct] + sd_rel * z_rel)
-        k_a = pt.exp(log_loss[ct] + sd_loss * z_loss)
+        r_a = pt.exp(log_release[ct] + rel_effect)
+        k_a = pt.exp(log_loss[ct] + loss_effect)
 
         # --- live cells per imaging session, (sessions, organs) -----------------------------
         s_animal = data.session_animal
@@ -337,11 +380,10 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
             raw = pm.Normal(f"transmission_{modality}_raw", 0.0, 1.0, dims="organ")
             log_t[modality] = loc + scale * raw
             pm.Deterministic(f"transmission_{modality}", pt.exp(log_t[modality]), dims="organ")
-        sd_gain = _halfnormal("image_gain_sd", meas.image_gain_sd)
-        z_gain = pm.Normal("z_gain", 0.0, 1.0, dims="image")
+        *_, log_gain = _random_effect("image_gain_sd", "z_gain", meas.image_gain_sd, "image")
         # photons/s per live cell × image gain: one exp per image, gathered to its ROIs
         # (an exp per ROI made the gradient ~7% slower on the ALS study)
-        image_scale = pt.exp(log_ppc + sd_gain * z_gain)
+        image_scale = pt.exp(log_ppc + log_gain)
         sigma = _halfnormal("residual_sd", meas.residual_sd)
 
         seen = (data.in_vivo_weights * pt.exp(log_t["in_vivo"])[None, :]
