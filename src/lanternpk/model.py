@@ -246,14 +246,14 @@ def _random_effect(sd_name: str, z_name: str, prior, dims):
 
     Returns
     -------
-    sd, z, effect
-        The scale, the standardised effects (dims ``dims``) and their product.
+    TensorVariable
+        The effect ``sd·z`` (dims ``dims``; units of the scale's prior).
     """
     u = pm.Normal(sd_name + SIGNED_SUFFIX, 0.0, prior.sigma)
     v = pm.Normal(z_name + SIGNED_SUFFIX, 0.0, 1.0, dims=dims)
-    sd = pm.Deterministic(sd_name, pt.abs(u))
-    z = pm.Deterministic(z_name, pt.sign(u) * v, dims=dims)
-    return sd, z, u * v
+    pm.Deterministic(sd_name, pt.abs(u))
+    pm.Deterministic(z_name, pt.sign(u) * v, dims=dims)
+    return u * v
 
 
 def parameter_names(model: pm.Model) -> list[str]:
@@ -348,10 +348,10 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
 
         # --- animal-level random effects (non-centred) --------------------------------------
         re = spec.random_effects
-        *_, fp_effect = _random_effect("sd_first_pass", "z_first_pass", re.first_pass,
-                                       ("animal", "organ"))
-        *_, rel_effect = _random_effect("sd_release", "z_release", re.release, "animal")
-        *_, loss_effect = _random_effect("sd_loss", "z_loss", re.loss, ("animal", "organ"))
+        fp_effect = _random_effect("sd_first_pass", "z_first_pass", re.first_pass,
+                                   ("animal", "organ"))
+        rel_effect = _random_effect("sd_release", "z_release", re.release, "animal")
+        loss_effect = _random_effect("sd_loss", "z_loss", re.loss, ("animal", "organ"))
         ct = data.cell_type_of_animal
         eta_a = eta[ct] + fp_effect
         expo_a = pt.exp(eta_a)
@@ -380,7 +380,7 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
             raw = pm.Normal(f"transmission_{modality}_raw", 0.0, 1.0, dims="organ")
             log_t[modality] = loc + scale * raw
             pm.Deterministic(f"transmission_{modality}", pt.exp(log_t[modality]), dims="organ")
-        *_, log_gain = _random_effect("image_gain_sd", "z_gain", meas.image_gain_sd, "image")
+        log_gain = _random_effect("image_gain_sd", "z_gain", meas.image_gain_sd, "image")
         # photons/s per live cell × image gain: one exp per image, gathered to its ROIs
         # (an exp per ROI made the gradient ~7% slower on the ALS study)
         image_scale = pt.exp(log_ppc + log_gain)
