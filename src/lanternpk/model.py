@@ -227,28 +227,35 @@ def _halfnormal(name: str, prior):
 
 #: Suffix of the two free variables that sample a random effect (see :func:`_random_effect`).
 SIGNED_SUFFIX = "_signed"
+#: The random effects: name of the scale -> name of its standardised effects.
+RANDOM_EFFECTS = {"sd_first_pass": "z_first_pass", "sd_release": "z_release",
+                  "sd_loss": "z_loss", "image_gain_sd": "z_gain"}
 
 
-def _random_effect(sd_name: str, z_name: str, prior, dims):
+def _random_effect(sd_name: str, prior, dims):
     """A non-centred random effect ``sd × z``, sampled in a sign-expanded form.
 
-    ``sd ~ HalfNormal(σ)`` and ``z ~ Normal(0, 1)`` are the Deterministics ``|u|`` and
-    ``sign(u)·v`` of the free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed``) and
-    ``v ~ Normal(0, 1)`` (``{z_name}_signed``), and the effect is ``u·v = sd·z``. The map
-    (u, v) → (|u|, sign(u)·v) carries Normal(0, σ) × Normal(0, 1) onto exactly
-    HalfNormal(σ) × Normal(0, 1), so the model and the posterior of every named quantity are
-    unchanged; only the coordinates NUTS moves in change. A HalfNormal is sampled on
-    ``log sd``, where a weakly informed scale (posterior mass near 0) becomes a long
-    exponential tail that mixes slowly; ``u`` crosses 0 smoothly instead. This is parameter
-    expansion with a redundant sign (Gelman, van Dyk, Huang & Boscardin 2008, J. Comput.
-    Graph. Stat. 17:95–122). ``u`` and ``v`` are identified only up to a joint sign, so
-    diagnostics use ``sd`` and ``z`` (:func:`parameter_names`).
+    ``sd ~ HalfNormal(σ)`` (named ``sd_name``) and ``z ~ Normal(0, 1)`` (named as
+    :data:`RANDOM_EFFECTS` pairs it) are the Deterministics ``|u|`` and ``sign(u)·v`` of the
+    free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed``) and ``v ~ Normal(0, 1)``
+    (``{z_name}_signed``), and the effect is ``u·v = sd·z``. The map (u, v) → (|u|,
+    sign(u)·v) carries Normal(0, σ) × Normal(0, 1) onto exactly HalfNormal(σ) ×
+    Normal(0, 1), so the model and the posterior of every named quantity are unchanged; only
+    the coordinates NUTS moves in change. A HalfNormal is sampled on ``log sd``, where a
+    weakly informed scale (posterior mass near 0) becomes a long exponential tail that mixes
+    slowly; ``u`` crosses 0 smoothly instead. This is parameter expansion with a redundant
+    sign (Gelman, van Dyk, Huang & Boscardin 2008, J. Comput. Graph. Stat. 17:95–122).
+
+    ``u`` and ``v`` are identified only up to a joint sign: a chain whose scale stays away
+    from 0 keeps one sign throughout, and chains may differ. The two signs are mirror images
+    with the same ``sd`` and ``z``, so diagnostics use those (:func:`parameter_names`).
 
     Returns
     -------
     TensorVariable
         The effect ``sd·z`` (dims ``dims``; units of the scale's prior).
     """
+    z_name = RANDOM_EFFECTS[sd_name]
     u = pm.Normal(sd_name + SIGNED_SUFFIX, 0.0, prior.sigma)
     v = pm.Normal(z_name + SIGNED_SUFFIX, 0.0, 1.0, dims=dims)
     pm.Deterministic(sd_name, pt.abs(u))
@@ -348,10 +355,9 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
 
         # --- animal-level random effects (non-centred) --------------------------------------
         re = spec.random_effects
-        fp_effect = _random_effect("sd_first_pass", "z_first_pass", re.first_pass,
-                                   ("animal", "organ"))
-        rel_effect = _random_effect("sd_release", "z_release", re.release, "animal")
-        loss_effect = _random_effect("sd_loss", "z_loss", re.loss, ("animal", "organ"))
+        fp_effect = _random_effect("sd_first_pass", re.first_pass, ("animal", "organ"))
+        rel_effect = _random_effect("sd_release", re.release, "animal")
+        loss_effect = _random_effect("sd_loss", re.loss, ("animal", "organ"))
         ct = data.cell_type_of_animal
         eta_a = eta[ct] + fp_effect
         expo_a = pt.exp(eta_a)
@@ -380,7 +386,7 @@ def build_model(spec: ModelSpec, data: ModelData, calibration: pd.DataFrame | No
             raw = pm.Normal(f"transmission_{modality}_raw", 0.0, 1.0, dims="organ")
             log_t[modality] = loc + scale * raw
             pm.Deterministic(f"transmission_{modality}", pt.exp(log_t[modality]), dims="organ")
-        log_gain = _random_effect("image_gain_sd", "z_gain", meas.image_gain_sd, "image")
+        log_gain = _random_effect("image_gain_sd", meas.image_gain_sd, "image")
         # photons/s per live cell × image gain: one exp per image, gathered to its ROIs
         # (an exp per ROI made the gradient ~7% slower on the ALS study)
         image_scale = pt.exp(log_ppc + log_gain)

@@ -16,7 +16,13 @@ import pytest
 from scipy.stats import norm
 
 from lanternpk.data.load import load_calibration, load_observations
-from lanternpk.model import SIGNED_SUFFIX, build_model, parameter_names, prepare_data
+from lanternpk.model import (
+    RANDOM_EFFECTS,
+    SIGNED_SUFFIX,
+    build_model,
+    parameter_names,
+    prepare_data,
+)
 from lanternpk.spec import load_spec
 
 #: scale name -> (effects name, the spec's prior of the scale)
@@ -49,6 +55,7 @@ def test_diagnosed_names_are_the_identified_scale_and_effects(setting):
     _, model = setting
     names = parameter_names(model)
     free = [rv.name for rv in model.free_RVs]
+    assert {sd: z for sd, (z, _) in PAIRS.items()} == RANDOM_EFFECTS
     for sd, (z, _) in PAIRS.items():
         assert sd + SIGNED_SUFFIX in free and z + SIGNED_SUFFIX in free
         assert sd in names and z in names
