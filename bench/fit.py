@@ -106,9 +106,7 @@ def run_fit(sampler: str, n_animals: int, *, draws: int, tune: int,
     ``src`` first on the path), for a before/after comparison in one run."""
     script, env = Path(__file__), {**os.environ, CACHE_ENV: str(cache) if cache else "off"}
     if checkout is not None:
-        script = checkout / "bench" / "fit.py"
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(checkout / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+        script, env = checkout / "bench" / "fit.py", _checkout_environment(checkout, env)
     done = subprocess.run([sys.executable, str(script), "--one", sampler, str(n_animals),
                            str(seed), "--draws", str(draws), "--tune", str(tune)],
                           capture_output=True, text=True, env=env)
@@ -311,9 +309,22 @@ def _ode_only(fit_json: Path, out: Path, name: str) -> None:
         *_ode_lines(ode_s, logp_difference, gradients, extrapolated)])
 
 
+def _checkout_environment(checkout: Path, env: dict) -> dict:
+    """``env`` with ``checkout``'s ``src`` first on the path; checks that Python then
+    imports lanternpk from there (not from this checkout's editable install)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(
+        [str(checkout / "src"), *filter(None, [env.get("PYTHONPATH")])])}
+    found = subprocess.run([sys.executable, "-c", "import lanternpk; print(lanternpk.__file__)"],
+                           capture_output=True, text=True, env=env).stdout.strip()
+    if not found or not Path(found).resolve().is_relative_to((checkout / "src").resolve()):
+        raise SystemExit(f"--baseline {checkout}: Python imports lanternpk from {found or '?'}, "
+                         f"not from {checkout / 'src'}")
+    return env
+
+
 def _git_revision(checkout: Path) -> str:
-    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True)
+    done = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty",
+                           "--abbrev=7"], capture_output=True, text=True)
     return done.stdout.strip() or "unknown revision"
 
 
@@ -411,6 +422,8 @@ def main() -> None:
         return
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.baseline and not args.compare_samplers:
+        parser.error("--baseline needs --compare-samplers")
     if args.ode_only:
         _ode_only(args.ode_only, args.out, args.name)
         return

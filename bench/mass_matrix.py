@@ -52,24 +52,45 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def sign_folded(draws: np.ndarray, model, problem) -> np.ndarray:
-    """Flat draws (..., parameters) with each sign-expanded random effect's free pair
-    (u, v) replaced by the identified (|u|, sign(u)·v) (``model._random_effect``): a chain
-    may keep either sign of u, so ESS and the posterior covariance are taken on these."""
-    positions = problem.unravel(jax.numpy.arange(draws.shape[-1], dtype=float))
+def _pair_positions(model, problem, n: int) -> list[tuple[int, np.ndarray]]:
+    """Flat positions of each sign-expanded random effect's (u, v) (model._random_effect)."""
+    positions = problem.unravel(jax.numpy.arange(n, dtype=float))
     index = {v.name: np.asarray(p, dtype=int) for v, p in zip(model.value_vars, positions,
                                                                strict=True)}
+    return [(int(index[sd + SIGNED_SUFFIX]), index[z + SIGNED_SUFFIX].ravel())
+            for sd, z in RANDOM_EFFECTS.items()]
+
+
+def sign_folded(draws: np.ndarray, model, problem) -> np.ndarray:
+    """Flat draws (..., parameters) with each pair (u, v) replaced by the identified
+    (|u|, sign(u)·v), draw by draw: what ESS is taken on (chains may keep either sign)."""
     folded = draws.copy()
-    for sd, z in RANDOM_EFFECTS.items():
-        u, v = index[sd + SIGNED_SUFFIX], index[z + SIGNED_SUFFIX].ravel()
+    for u, v in _pair_positions(model, problem, draws.shape[-1]):
         sign = np.sign(folded[..., u])
         folded[..., u] = np.abs(folded[..., u])
         folded[..., v] = folded[..., v] * sign[..., None]
     return folded
 
 
+def within_chain_covariance(draws: np.ndarray, model, problem) -> np.ndarray:
+    """The posterior covariance in the coordinates NUTS moves in, from (chain, draw, d).
+
+    Each chain is first turned, pair by pair, to the sign of u where its median u is
+    positive (a chain that crosses 0 keeps its crossings; without this, chains on mirror
+    signs would add the distance between the modes to the variances), then the chains'
+    own covariances are averaged, as a windowed adaptation estimates them within a chain.
+    """
+    aligned = draws.copy()
+    for u, v in _pair_positions(model, problem, draws.shape[-1]):
+        turn = np.where(np.median(aligned[:, :, u], axis=1) < 0, -1.0, 1.0)[:, None]
+        aligned[:, :, u] *= turn
+        aligned[:, :, v] *= turn[..., None]
+    return np.mean([np.cov(chain.T) for chain in aligned], axis=0)
+
+
 def run_nuts(model, problem, settings: SamplerSettings, label: str, **nuts_options) -> dict:
-    """One numpyro NUTS run from the default starting points; draws (sign-folded) and cost."""
+    """One numpyro NUTS run from the default starting points; draws and cost (ESS of the
+    sign-folded draws)."""
     potential = jax.jit(lambda flat: -problem.log_density(flat))
     mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=settings.target_accept,
                      **nuts_options),
@@ -81,9 +102,9 @@ def run_nuts(model, problem, settings: SamplerSettings, label: str, **nuts_optio
     fields = mcmc.get_extra_fields(group_by_chain=True)
     draws = np.asarray(mcmc.get_samples(group_by_chain=True))
     seconds = time.perf_counter() - start
-    draws = sign_folded(draws, model, problem)
     steps = np.asarray(fields["num_steps"])
-    ess = az.ess(az.convert_to_dataset(draws[..., None, :]), method="bulk")["x"].values
+    folded = sign_folded(draws, model, problem)
+    ess = az.ess(az.convert_to_dataset(folded[..., None, :]), method="bulk")["x"].values
     ess_min = float(ess.min())
     return {"mass_matrix": label, "seconds_incl_compile": seconds,
             "steps_per_draw": float(steps.mean()),
@@ -98,12 +119,11 @@ def _oracle_runs(model, problem, settings: SamplerSettings
                  ) -> tuple[list[dict], np.ndarray, int]:
     """The three arms with ``settings.seed``; the posterior correlation's eigenvalues.
 
-    The covariance is that of the sign-folded draws; an oracle chain that takes the other
-    sign of a random effect's scale sees that effect's covariances with the rest of the
-    parameters reversed in sign (variances, and so the diagonal oracle, are unchanged)."""
+    The covariance is :func:`within_chain_covariance`; an oracle chain that settles on the
+    other sign of a random effect's scale sees that effect's covariances with the rest of
+    the parameters reversed in sign (variances, and so the diagonal oracle, are unchanged)."""
     runs = [run_nuts(model, problem, settings, "diagonal, adapted")]
-    flat = runs[0]["draws"].reshape(-1, runs[0]["draws"].shape[-1])
-    covariance = np.cov(flat.T)
+    covariance = within_chain_covariance(runs[0]["draws"], model, problem)
     runs.append(run_nuts(model, problem, settings, "diagonal, oracle", adapt_mass_matrix=False,
                          inverse_mass_matrix=jax.numpy.asarray(np.diag(covariance))))
     runs.append(run_nuts(model, problem, settings, "dense, oracle", adapt_mass_matrix=False,
@@ -113,7 +133,7 @@ def _oracle_runs(model, problem, settings: SamplerSettings
     for run in runs:
         del run["draws"]
         run["seed"] = settings.seed
-    return runs, eigenvalues, int(flat.shape[1])
+    return runs, eigenvalues, int(covariance.shape[0])
 
 
 def main() -> None:

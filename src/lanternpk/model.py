@@ -226,7 +226,9 @@ def _halfnormal(name: str, prior):
 
 
 #: Suffix of the two free variables that sample a random effect (see :func:`_random_effect`).
-SIGNED_SUFFIX = "_signed"
+#: The trailing ``__`` is PyMC's mark of a sampling coordinate (as in ``sd_log__``): PyMC,
+#: and so every sampler here, leaves such variables out of the posterior it returns.
+SIGNED_SUFFIX = "_signed__"
 #: The random effects: name of the scale -> name of its standardised effects.
 RANDOM_EFFECTS = {"sd_first_pass": "z_first_pass", "sd_release": "z_release",
                   "sd_loss": "z_loss", "image_gain_sd": "z_gain"}
@@ -237,8 +239,8 @@ def _random_effect(sd_name: str, prior, dims):
 
     ``sd ~ HalfNormal(σ)`` (named ``sd_name``) and ``z ~ Normal(0, 1)`` (named as
     :data:`RANDOM_EFFECTS` pairs it) are the Deterministics ``|u|`` and ``sign(u)·v`` of the
-    free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed``) and ``v ~ Normal(0, 1)``
-    (``{z_name}_signed``), and the effect is ``u·v = sd·z``. The map (u, v) → (|u|,
+    free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed__``) and ``v ~ Normal(0, 1)``
+    (``{z_name}_signed__``), and the effect is ``u·v = sd·z``. The map (u, v) → (|u|,
     sign(u)·v) carries Normal(0, σ) × Normal(0, 1) onto exactly HalfNormal(σ) ×
     Normal(0, 1), so the model and the posterior of every named quantity are unchanged; only
     the coordinates NUTS moves in change. A HalfNormal is sampled on ``log sd``, where a
@@ -248,7 +250,10 @@ def _random_effect(sd_name: str, prior, dims):
 
     ``u`` and ``v`` are identified only up to a joint sign: a chain whose scale stays away
     from 0 keeps one sign throughout, and chains may differ. The two signs are mirror images
-    with the same ``sd`` and ``z``, so diagnostics use those (:func:`parameter_names`).
+    with the same ``sd`` and ``z``, so diagnostics use those (:func:`parameter_names`) and
+    the posterior holds only those (``u`` and ``v`` are sampling coordinates, named as PyMC
+    names its transformed values). There are 2⁴ mirror modes in the sampling coordinates:
+    methods that assume one mode there (a Laplace approximation, ADVI) do not apply.
 
     Returns
     -------
@@ -259,7 +264,7 @@ def _random_effect(sd_name: str, prior, dims):
     u = pm.Normal(sd_name + SIGNED_SUFFIX, 0.0, prior.sigma)
     v = pm.Normal(z_name + SIGNED_SUFFIX, 0.0, 1.0, dims=dims)
     pm.Deterministic(sd_name, pt.abs(u))
-    pm.Deterministic(z_name, pt.sign(u) * v, dims=dims)
+    pm.Deterministic(z_name, pt.switch(u >= 0, v, -v), dims=dims)  # z = v at u = 0
     return u * v
 
 
@@ -267,11 +272,13 @@ def parameter_names(model: pm.Model) -> list[str]:
     """Names of the model's parameters as diagnosed and reported.
 
     Every free variable, except that the sign-expanded pair of a random effect
-    (``sd_loss_signed``, ``z_loss_signed``) is named by its identified ``sd_loss`` and
+    (``sd_loss_signed__``, ``z_loss_signed__``) is named by its identified ``sd_loss`` and
     ``z_loss`` (:func:`_random_effect`): the pair itself is identified only up to a joint
     sign, which chains need not agree on.
     """
-    return [rv.name.removesuffix(SIGNED_SUFFIX) for rv in model.free_RVs]
+    identified = {name + SIGNED_SUFFIX: name for pair in RANDOM_EFFECTS.items()
+                  for name in pair}
+    return [identified.get(rv.name, rv.name) for rv in model.free_RVs]
 
 
 def _per_cell_type(spec: ModelSpec, kind: str, organs: tuple[str, ...]):

@@ -10,8 +10,18 @@ import pytest
 
 from lanternpk.cli import main
 from lanternpk.errors import EXIT_DIAGNOSTICS, EXIT_INVALID, EXIT_OK
+from lanternpk.model import RANDOM_EFFECTS, SIGNED_SUFFIX
 
 TINY = ["--chains", "2", "--draws", "60", "--tune", "60", "--quiet"]
+
+
+def assert_identified_random_effects(posterior) -> None:
+    """The posterior holds each random effect's scale and effects, not the sign-expanded
+    pair they were sampled as (model._random_effect)."""
+    for sd, z in RANDOM_EFFECTS.items():
+        assert sd in posterior and z in posterior
+        assert (posterior[sd] >= 0).all()
+    assert not [name for name in posterior.data_vars if name.endswith(SIGNED_SUFFIX)]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +43,7 @@ def test_fit_writes_a_complete_run(tiny_run):
     assert len(provenance["data_sha256"]) == 64 and len(provenance["spec_sha256"]) == 64
     assert provenance["sampler"]["draws"] == 60 and provenance["seed"] == 20261125
     assert "pymc" in provenance["versions"] and provenance["command"][1] == "fit"
+    assert_identified_random_effects(az.from_netcdf(out / "posterior.nc").posterior)
 
 
 def test_summarize_json_follows_the_contract(tiny_run, capsys):
@@ -144,6 +155,7 @@ def test_the_samplers_through_pm_sample_give_a_complete_run(root, tmp_path, caps
     assert rc in (EXIT_OK, EXIT_DIAGNOSTICS), capsys.readouterr().err
     posterior = az.from_netcdf(out / "posterior.nc").posterior
     assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 30)
+    assert_identified_random_effects(posterior)
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     for check in ("rhat_max", "ess_bulk_min", "ess_tail_min", "ebfmi_min"):
         assert np.isfinite(diagnostics[check]), (check, diagnostics)

@@ -51,8 +51,8 @@ def test_a_missing_file_is_left_to_the_loader_to_name(tmp_path):
 
 def test_the_recorded_sbc_campaign_keeps_its_key(monkeypatch):
     """run_key now takes the digests taken as the files were read; the key is the same as
-    when it hashed the bytes itself, so the recorded campaign in bench/ still resumes. (The
-    key includes the lanternpk version, by design: the campaign's own is used here.)"""
+    when it hashed the bytes itself. (The key includes the lanternpk version, by design, so
+    that a new version starts a new campaign: the recorded campaign's own is used here.)"""
     import lanternpk.sbc
     from lanternpk.sbc import SbcSettings, run_key
 

@@ -65,6 +65,26 @@ def test_diagnosed_names_are_the_identified_scale_and_effects(setting):
     assert set(names) - set(PAIRS) - {z for z, _ in PAIRS.values()} <= set(free)
 
 
+def test_chains_on_mirror_signs_converge_on_the_identified_names(setting):
+    """Two chains that sample the same posterior on opposite signs of the pair (u, v): the
+    names diagnosed (sd = |u|, z = sign(u)·v) pass every R-hat and ESS check, while the
+    sampling coordinates themselves would fail R-hat."""
+    import arviz as az
+
+    from lanternpk.diagnostics import check_convergence
+
+    rng = np.random.default_rng(7)
+    u = np.abs(rng.normal(1.0, 0.1, (2, 500))) * np.array([[1.0], [-1.0]])
+    v = rng.normal(0.5, 0.2, (2, 500)) * np.sign(u)
+    posterior = {"sd_loss" + SIGNED_SUFFIX: u, "z_loss" + SIGNED_SUFFIX: v,
+                 "sd_loss": np.abs(u), "z_loss": np.sign(u) * v}
+    stats = {"diverging": np.zeros((2, 500), bool), "energy": rng.normal(size=(2, 500))}
+    idata = az.from_dict(posterior=posterior, sample_stats=stats)
+    identified = check_convergence(idata, ["sd_loss", "z_loss"])
+    assert identified["checks"]["rhat"]["passed"] and identified["checks"]["ess_bulk"]["passed"]
+    assert not check_convergence(idata, list(posterior)[:2])["checks"]["rhat"]["passed"]
+
+
 def test_scale_is_the_magnitude_and_effects_carry_the_sign(setting, point):
     _, model = setting
     outputs = model.replace_rvs_by_values(

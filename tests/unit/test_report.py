@@ -590,6 +590,26 @@ def test_an_sbc_campaign_of_another_spec_is_announced(run, tmp_path):
             assert "checked spec models/other.toml (sha256 eeeeeeeeeeee)" in text
 
 
+def test_an_sbc_campaign_of_another_lanternpk_version_is_announced(run, tmp_path):
+    """The campaign key includes the version, so a campaign of another version calibrated
+    other sampling code (0.2.0 changed the random effects' sampling coordinates)."""
+    this = run.provenance["versions"]["lanternpk"]
+    summary = {"n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, "n_draws": 99,
+               "alpha": 0.01, "tests": "t", "passed": True, "quantities": [],
+               "campaign": {"spec_file": "s", "spec_sha256": run.provenance["spec_sha256"]}}
+    for version, other in (("0.0.1", True), (this, False)):
+        sbc_dir = tmp_path / version
+        sbc_dir.mkdir()
+        summary["campaign"]["lanternpk"] = version
+        (sbc_dir / "sbc.json").write_text(json.dumps(summary))
+        out = render_report([run], out=tmp_path / f"r{version}", sbc=load_sbc(sbc_dir))
+        for name in ("index.html", "summary.md"):
+            text = (out / name).read_text(encoding="utf-8")
+            assert ("Calibration by another version" in text) is other, name
+        if other:
+            assert f"ran lanternpk 0.0.1, this run lanternpk {this}" in text
+
+
 def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="not a lanternpk sbc directory"):
         load_sbc(tmp_path)

@@ -400,6 +400,12 @@ def _warnings(runs: Sequence[RunReport], sbc: dict | None = None) -> list[dict]:
             f"the SBC campaign {sbc['dir']} checked spec {campaign.get('spec_file')} (sha256 "
             f"{str(campaign.get('spec_sha256'))[:12]}), not this run's {spec['spec_file']} "
             f"({spec['spec_sha256'][:12]}); its result does not apply to this model.")})
+    version = spec.get("versions", {}).get("lanternpk")
+    if isinstance(campaign, dict) and campaign.get("lanternpk") not in (None, version):
+        out.append({"level": "warn", "head": "Calibration by another version", "text": (
+            f"the SBC campaign {sbc['dir']} ran lanternpk {campaign.get('lanternpk')}, this "
+            f"run lanternpk {version}: changes to the model's sampling or to the sampler "
+            "since then are not covered by it.")})
     return out
 
 
