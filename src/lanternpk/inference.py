@@ -28,7 +28,7 @@ from pymc.backends.arviz import (
     find_observations,
 )
 from pymc.initial_point import make_initial_point_fns_per_chain
-from pymc.util import _get_seeds_per_chain, get_default_varnames
+from pymc.util import _get_seeds_per_chain, get_default_varnames, is_transformed_name
 
 from lanternpk.errors import UsageError
 from lanternpk.settings import SAMPLERS, SamplerSettings
@@ -90,8 +90,9 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     Returns
     -------
     arviz.InferenceData
-        ``posterior`` and ``sample_stats`` groups, with ``observed_data`` and
-        ``constant_data`` as the model has them.
+        ``posterior`` (constrained values and Deterministics; no sampling coordinate, a name
+        ending in ``__``, whichever the sampler) and ``sample_stats`` groups, with
+        ``observed_data`` and ``constant_data`` as the model has them.
     """
     if importlib.util.find_spec(settings.sampler) is None:
         raise UsageError(f"sampler '{settings.sampler}' is not installed; "
@@ -107,7 +108,7 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     extra = ({"idata_kwargs": {"log_likelihood": False}, "mp_ctx": "forkserver"}
              if settings.sampler == "pymc" else {})
     with model:
-        return pm.sample(
+        idata = pm.sample(
             draws=settings.draws,
             tune=settings.tune,
             chains=settings.chains,
@@ -119,6 +120,11 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
             compute_convergence_checks=False,
             **extra,
         )
+    # nutpie keeps the sampling coordinates PyMC leaves out (names ending in "__": transformed
+    # values, the sign-expanded random effects of lanternpk.model)
+    coordinates = [name for name in idata.posterior.data_vars if is_transformed_name(name)]
+    idata.posterior = idata.posterior.drop_vars(coordinates)
+    return idata
 
 
 def jax_log_density(model: pm.Model) -> Callable[[list], Any]:

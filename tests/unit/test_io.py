@@ -106,14 +106,26 @@ def test_a_lost_interrupt_stops_before_anything_is_put_in_place(tmp_path):
     at the rename."""
     import signal
 
-    from lanternpk import interrupt
-    from lanternpk.io import replace_directory
-
     target = tmp_path / "summary.json"
     target.write_text("old")
     run = tmp_path / "run"
     run.mkdir()
     (run / "posterior.nc").write_text("old run")
+    # Python's own handler to start from: pytest started in the background by a
+    # non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and Python keeps that
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_during_replacement(target, run)
+    finally:
+        signal.signal(signal.SIGINT, outside)
+
+
+def _interrupt_during_replacement(target, run) -> None:
+    import signal
+
+    from lanternpk import interrupt
+    from lanternpk.io import replace_directory
+
     with interrupt.handling_interrupts():
         try:  # the signal arrives where its exception is swallowed
             signal.raise_signal(signal.SIGINT)
