@@ -90,8 +90,9 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     Returns
     -------
     arviz.InferenceData
-        ``posterior`` (constrained values and Deterministics; no sampling coordinate, a name
-        ending in ``__``, whichever the sampler) and ``sample_stats`` groups, with
+        ``posterior`` (constrained values of the free variables and Deterministics; no
+        transformed value, a name ending in ``__``, whichever the sampler) and
+        ``sample_stats`` groups, with
         ``observed_data`` and ``constant_data`` as the model has them.
     """
     if importlib.util.find_spec(settings.sampler) is None:
@@ -120,8 +121,7 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
             compute_convergence_checks=False,
             **extra,
         )
-    # nutpie keeps the sampling coordinates PyMC leaves out (names ending in "__": transformed
-    # values, the sign-expanded random effects of lanternpk.model)
+    # nutpie keeps the transformed values (names ending in "__") that PyMC leaves out
     coordinates = [name for name in idata.posterior.data_vars if is_transformed_name(name)]
     idata.posterior = idata.posterior.drop_vars(coordinates)
     return idata

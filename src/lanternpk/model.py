@@ -226,9 +226,10 @@ def _halfnormal(name: str, prior):
 
 
 #: Suffix of the two free variables that sample a random effect (see :func:`_random_effect`).
-#: The trailing ``__`` is PyMC's mark of a sampling coordinate (as in ``sd_log__``): PyMC,
-#: and so every sampler here, leaves such variables out of the posterior it returns.
-SIGNED_SUFFIX = "_signed__"
+#: Not PyMC's ``__`` of a transformed value: the posterior keeps them, as PyMC's own
+#: workflows (``pm.compute_log_likelihood``, ``pm.sample_posterior_predictive``) need every
+#: free variable.
+SIGNED_SUFFIX = "_signed"
 #: The random effects: name of the scale -> name of its standardised effects.
 RANDOM_EFFECTS = {"sd_first_pass": "z_first_pass", "sd_release": "z_release",
                   "sd_loss": "z_loss", "image_gain_sd": "z_gain"}
@@ -239,8 +240,8 @@ def _random_effect(sd_name: str, prior, dims):
 
     ``sd ~ HalfNormal(σ)`` (named ``sd_name``) and ``z ~ Normal(0, 1)`` (named as
     :data:`RANDOM_EFFECTS` pairs it) are the Deterministics ``|u|`` and ``sign(u)·v`` of the
-    free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed__``) and ``v ~ Normal(0, 1)``
-    (``{z_name}_signed__``), and the effect is ``u·v = sd·z``. The map (u, v) → (|u|,
+    free variables ``u ~ Normal(0, σ)`` (``{sd_name}_signed``) and ``v ~ Normal(0, 1)``
+    (``{z_name}_signed``), and the effect is ``u·v = sd·z``. The map (u, v) → (|u|,
     sign(u)·v) carries Normal(0, σ) × Normal(0, 1) onto exactly HalfNormal(σ) ×
     Normal(0, 1), so the model and the posterior of every named quantity are unchanged; only
     the coordinates NUTS moves in change. A HalfNormal is sampled on ``log sd``, where a
@@ -250,9 +251,9 @@ def _random_effect(sd_name: str, prior, dims):
 
     ``u`` and ``v`` are identified only up to a joint sign: a chain whose scale stays away
     from 0 keeps one sign throughout, and chains may differ. The two signs are mirror images
-    with the same ``sd`` and ``z``, so diagnostics use those (:func:`parameter_names`) and
-    the posterior holds only those (``u`` and ``v`` are sampling coordinates, named as PyMC
-    names its transformed values). There are 2⁴ mirror modes in the sampling coordinates:
+    with the same ``sd`` and ``z``, so diagnostics use those (:func:`parameter_names`); read
+    the posterior's ``sd`` and ``z``, not ``u`` and ``v`` (whose R-hat across chains on
+    mirror signs is meaningless). There are 2⁴ mirror modes in the sampling coordinates:
     methods that assume one mode there (a Laplace approximation, ADVI) do not apply.
 
     Returns
@@ -272,7 +273,7 @@ def parameter_names(model: pm.Model) -> list[str]:
     """Names of the model's parameters as diagnosed and reported.
 
     Every free variable, except that the sign-expanded pair of a random effect
-    (``sd_loss_signed__``, ``z_loss_signed__``) is named by its identified ``sd_loss`` and
+    (``sd_loss_signed``, ``z_loss_signed``) is named by its identified ``sd_loss`` and
     ``z_loss`` (:func:`_random_effect`): the pair itself is identified only up to a joint
     sign, which chains need not agree on.
     """

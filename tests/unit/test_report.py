@@ -570,44 +570,40 @@ def test_sbc_section_shows_tests_and_figure_escaped(run, tmp_path):
     assert "rejected: release\\[muse\\]" in markdown  # brackets escaped: not a link
 
 
+def _report_texts_beside_campaign(run, tmp_path, campaign: dict, label: str) -> list[str]:
+    """index.html and summary.md of a report of ``run`` with an SBC summary of ``campaign``."""
+    summary = {"n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, "n_draws": 99,
+               "alpha": 0.01, "tests": "t", "passed": True, "quantities": [],
+               "campaign": campaign}
+    sbc_dir = tmp_path / f"sbc-{label}"
+    sbc_dir.mkdir()
+    (sbc_dir / "sbc.json").write_text(json.dumps(summary))
+    out = render_report([run], out=tmp_path / f"report-{label}", sbc=load_sbc(sbc_dir))
+    return [(out / name).read_text(encoding="utf-8") for name in ("index.html", "summary.md")]
+
+
 def test_an_sbc_campaign_of_another_spec_is_announced(run, tmp_path):
     """report --sbc showed a campaign's calibration beside a run of another model without a
     word; the campaign records the sha256 of the spec it checked."""
-    summary = {"n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, "n_draws": 99,
-               "alpha": 0.01, "tests": "t", "passed": True, "quantities": [],
-               "campaign": {"spec_file": "models/other.toml", "spec_sha256": "e" * 64}}
     for sha, same_spec in (("e" * 64, False), (run.provenance["spec_sha256"], True)):
-        sbc_dir = tmp_path / sha[:4]
-        sbc_dir.mkdir()
-        summary["campaign"]["spec_sha256"] = sha
-        (sbc_dir / "sbc.json").write_text(json.dumps(summary))
-        out = render_report([run], out=tmp_path / f"r{sha[:4]}", sbc=load_sbc(sbc_dir))
-        for name in ("index.html", "summary.md"):
-            text = (out / name).read_text(encoding="utf-8")
-            shown = "Calibration of another model" in text
-            assert shown is not same_spec, name
-        if not same_spec:
-            assert "checked spec models/other.toml (sha256 eeeeeeeeeeee)" in text
+        campaign = {"spec_file": "models/other.toml", "spec_sha256": sha}
+        for text in _report_texts_beside_campaign(run, tmp_path, campaign, sha[:4]):
+            assert ("Calibration of another model" in text) is not same_spec
+            if not same_spec:
+                assert "checked spec models/other.toml (sha256 eeeeeeeeeeee)" in text
 
 
 def test_an_sbc_campaign_of_another_lanternpk_version_is_announced(run, tmp_path):
     """The campaign key includes the version, so a campaign of another version calibrated
     other sampling code (0.2.0 changed the random effects' sampling coordinates)."""
     this = run.provenance["versions"]["lanternpk"]
-    summary = {"n_requested": 1, "n_ok": 1, "n_failed": 0, "n_missing": 0, "n_draws": 99,
-               "alpha": 0.01, "tests": "t", "passed": True, "quantities": [],
-               "campaign": {"spec_file": "s", "spec_sha256": run.provenance["spec_sha256"]}}
     for version, other in (("0.0.1", True), (this, False)):
-        sbc_dir = tmp_path / version
-        sbc_dir.mkdir()
-        summary["campaign"]["lanternpk"] = version
-        (sbc_dir / "sbc.json").write_text(json.dumps(summary))
-        out = render_report([run], out=tmp_path / f"r{version}", sbc=load_sbc(sbc_dir))
-        for name in ("index.html", "summary.md"):
-            text = (out / name).read_text(encoding="utf-8")
-            assert ("Calibration by another version" in text) is other, name
-        if other:
-            assert f"ran lanternpk 0.0.1, this run lanternpk {this}" in text
+        campaign = {"spec_file": "s", "spec_sha256": run.provenance["spec_sha256"],
+                    "lanternpk": version}
+        for text in _report_texts_beside_campaign(run, tmp_path, campaign, version):
+            assert ("Calibration by another version" in text) is other
+            if other:
+                assert f"ran lanternpk 0.0.1, this run lanternpk {this}" in text
 
 
 def test_sbc_directory_without_summary_is_a_usage_error(tmp_path):
