@@ -31,19 +31,16 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import arviz as az
 import jax
 import numpy as np
-from fit import STUDY, cpu_name  # bench/fit.py, beside this script
+from fit import STUDY, _environment, _write_results  # bench/fit.py, beside this script
 from numpyro.infer import MCMC, NUTS
 
 from lanternpk.data.load import load_calibration, load_observations
-from lanternpk.fit import library_versions
 from lanternpk.inference import SamplerSettings, _flat_problem
 from lanternpk.model import RANDOM_EFFECTS, SIGNED_SUFFIX, build_model, prepare_data
 from lanternpk.spec import load_spec
@@ -61,15 +58,22 @@ def _pair_positions(model, problem, n: int) -> list[tuple[int, np.ndarray]]:
             for sd, z in RANDOM_EFFECTS.items()]
 
 
-def sign_folded(draws: np.ndarray, model, problem) -> np.ndarray:
-    """Flat draws (..., parameters) with each pair (u, v) replaced by the identified
-    (|u|, sign(u)·v), draw by draw: what ESS is taken on (chains may keep either sign)."""
-    folded = draws.copy()
+def _turned(draws: np.ndarray, model, problem, sign_of) -> np.ndarray:
+    """(chain, draw, d) draws with each pair (u, v) multiplied by ``sign_of(u)`` (±1, shaped
+    to broadcast against u's (chain, draw) draws)."""
+    turned = draws.copy()
     for u, v in _pair_positions(model, problem, draws.shape[-1]):
-        sign = np.sign(folded[..., u])
-        folded[..., u] = np.abs(folded[..., u])
-        folded[..., v] = folded[..., v] * sign[..., None]
-    return folded
+        sign = sign_of(turned[..., u])
+        turned[..., u] *= sign
+        turned[..., v] *= sign[..., None]
+    return turned
+
+
+def sign_folded(draws: np.ndarray, model, problem) -> np.ndarray:
+    """Flat draws (chain, draw, parameters) with each pair (u, v) replaced by the identified
+    (|u|, sign(u)·v), draw by draw, as the model's Deterministics (v at u = 0): what ESS is
+    taken on (chains may keep either sign)."""
+    return _turned(draws, model, problem, lambda u: np.where(u < 0, -1.0, 1.0))
 
 
 def within_chain_covariance(draws: np.ndarray, model, problem) -> np.ndarray:
@@ -80,11 +84,8 @@ def within_chain_covariance(draws: np.ndarray, model, problem) -> np.ndarray:
     signs would add the distance between the modes to the variances), then the chains'
     own covariances are averaged, as a windowed adaptation estimates them within a chain.
     """
-    aligned = draws.copy()
-    for u, v in _pair_positions(model, problem, draws.shape[-1]):
-        turn = np.where(np.median(aligned[:, :, u], axis=1) < 0, -1.0, 1.0)[:, None]
-        aligned[:, :, u] *= turn
-        aligned[:, :, v] *= turn[..., None]
+    aligned = _turned(draws, model, problem,
+                      lambda u: np.where(np.median(u, axis=1, keepdims=True) < 0, -1.0, 1.0))
     return np.mean([np.cov(chain.T) for chain in aligned], axis=0)
 
 
@@ -158,15 +159,11 @@ def main() -> None:
     medians = {arm: {key: float(np.median([r[key] for r in runs if r["mass_matrix"] == arm]))
                      for key in ("steps_per_draw", "ess_bulk_min",
                                  "ess_bulk_min_per_1000_gradients")} for arm in arms}
-    record = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                          "platform": platform.platform()},
-              "date": time.strftime("%Y-%m-%d"), "versions": library_versions(),
+    record = {**_environment(),
               "settings": {**settings.as_dict(), "seed": None}, "seeds": args.seeds,
               "parameters": n_parameters, "correlation_eigenvalues": eigenvalues,
               "runs": runs, "medians": medians,
               "load_average_start_end": [load_start, os.getloadavg()]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mass_matrix.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# Mass-matrix oracle experiment", "",
              f"`python bench/mass_matrix.py --seeds {args.seeds}` on "
              f"{record['machine']['cpu']} ({record['machine']['cores']} cores), "
@@ -189,13 +186,8 @@ def main() -> None:
     lines += [f"| {arm} | {m['steps_per_draw']:.1f} | {m['ess_bulk_min']:.0f} | "
               f"{m['ess_bulk_min_per_1000_gradients']:.2f} |" for arm, m in medians.items()]
     lines += ["", "Posterior correlation matrix eigenvalues, per seed: "
-              + "; ".join(f"{lo:.3f} to {hi:.2f}" for lo, hi in eigenvalues) + ".", "",
-              "Load average (1, 5, 15 min) before and after: "
-              + "; ".join(", ".join(f"{x:.1f}" for x in la)
-                          for la in record["load_average_start_end"]) + ".", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
-    (RESULTS / "mass_matrix.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              + "; ".join(f"{lo:.3f} to {hi:.2f}" for lo, hi in eigenvalues) + "."]
+    _write_results(RESULTS, "mass_matrix", record, lines)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ def sample(model: pm.Model, settings: SamplerSettings, *, progressbar: bool = Tr
     arviz.InferenceData
         ``posterior`` (constrained values of the free variables and Deterministics; no
         transformed value, a name ending in ``__``, whichever the sampler) and
-        ``sample_stats`` groups, with
-        ``observed_data`` and ``constant_data`` as the model has them.
+        ``sample_stats`` groups, with ``observed_data`` and ``constant_data`` as the model
+        has them.
     """
     if importlib.util.find_spec(settings.sampler) is None:
         raise UsageError(f"sampler '{settings.sampler}' is not installed; "
