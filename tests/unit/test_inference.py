@@ -92,10 +92,55 @@ def test_jittered_points_with_infinite_density_are_drawn_again():
         # zero density where any coordinate of the jittered point exceeds 0.5
         pm.Potential("cut", pt.switch(pt.all(x < 0.5), 0.0, -np.inf))
     (points,) = jittered_initial_points(model, jax_log_density(model), chains=8, seed=5,
-                                       max_retries=50)
+                                       max_retries=50).values
     assert points.shape == (8, 3)
     assert (points < 0.5).all()
     assert len({tuple(p) for p in points}) == 8  # every chain starts elsewhere
+
+
+def test_jittered_points_with_a_gradient_that_is_not_finite_are_drawn_again():
+    """The density is finite everywhere; its gradient is NaN where a coordinate is < 0.3
+    (∞ · 0 through the square root's kink), where NUTS could not start."""
+    import jax
+
+    with pm.Model() as model:
+        x = pm.Normal("x", 0.0, 1.0, shape=3)
+        pm.Potential("kink", pt.sum(pt.sqrt(pt.maximum(x - 0.3, 0.0))))
+    logp = jax_log_density(model)
+    assert not np.isfinite(jax.grad(logp)([np.array([0.1, 0.5, 0.6])])[0]).all()
+    start = jittered_initial_points(model, logp, chains=4, seed=5, max_retries=200)
+    (points,), (gradient,) = start.values, start.gradient
+    assert (points > 0.3).all()
+    assert np.isfinite(gradient).all() and np.isfinite(start.log_density).all()
+
+
+def test_starting_points_carry_their_log_density_and_gradient():
+    """What the sampler is handed at its start: the density and gradient at each chain's
+    point, as the default-compiled JAX function gives them (to rounding: the check is
+    compiled with RUN_ONCE_COMPILER_OPTIONS)."""
+    import jax
+
+    model = _hierarchical_model()
+    logp = jax_log_density(model)
+    start = jittered_initial_points(model, logp, chains=3, seed=2)
+    for c in range(3):
+        value, gradient = jax.jit(jax.value_and_grad(logp))([x[c] for x in start.values])
+        np.testing.assert_allclose(start.log_density[c], value, rtol=1e-12)
+        for got, expected in zip(start.gradient, gradient, strict=True):
+            np.testing.assert_allclose(got[c], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_compile_option_xla_does_not_know_falls_back_to_the_defaults(monkeypatch):
+    import jax
+
+    import lanternpk.inference as inference
+
+    unknown = {"xla_no_such_option": 0}
+    with pytest.raises(jax.errors.JaxRuntimeError, match="compile option"):
+        jax.jit(lambda x: 2.0 * x).lower(np.ones(3)).compile(compiler_options=unknown)
+    monkeypatch.setattr(inference, "RUN_ONCE_COMPILER_OPTIONS", unknown)
+    compiled = inference.compile_run_once(lambda x: 2.0 * x, np.ones(3))
+    np.testing.assert_array_equal(compiled(np.arange(3.0)), [0.0, 2.0, 4.0])
 
 
 @pytest.mark.parametrize("chains", [1, 3])
@@ -110,7 +155,7 @@ def test_starting_points_are_pm_samples(chains):
         pm.HalfNormal("s", 1.0)
         pm.Potential("cut", pt.switch(pt.all(x < 0.3), 0.0, -np.inf))  # forces redraws
     logp = jax_log_density(model)
-    ours = jittered_initial_points(model, logp, chains=chains, seed=17, max_retries=50)
+    ours = jittered_initial_points(model, logp, chains=chains, seed=17, max_retries=50).values
     theirs = _get_batched_jittered_initial_points(model, chains, None, 17, logp_fn=logp,
                                                   jitter_max_retries=50)
     for got, expected in zip(ours, theirs, strict=True):  # theirs: no chain axis for one
