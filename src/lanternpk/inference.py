@@ -155,11 +155,12 @@ class StartingPoints(NamedTuple):
     gradient: list[np.ndarray]
 
 
-#: XLA options for the programs a fit runs once (the starting-point check, the draws →
-#: posterior map): at XLA's lowest optimisation level, without its fusion emitters, they
-#: compile ~4× faster (ALS study: the batched value and gradient in 0.31 instead of 1.21 s)
-#: and how fast they then run does not matter. The results agree with the default level's
-#: to rounding (gradient 1.5e-13 relative).
+#: XLA options for a small program a fit runs once (the starting-point check): at XLA's
+#: lowest optimisation level, without its fusion emitters, it compiles ~4× faster (ALS
+#: study: the batched value and gradient in 0.31 instead of 1.21 s), and how fast it then
+#: runs does not matter. The results agree with the default level's to rounding (gradient
+#: 1.5e-13 relative). Not for the draws → posterior map: unfused, its intermediate arrays
+#: grow with the number of draws (~0.05 s to gain there).
 RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                              "xla_cpu_use_fusion_emitters": False}
 
@@ -272,12 +273,13 @@ def _flat_problem(model: pm.Model, settings: SamplerSettings) -> _FlatProblem:
     start = jittered_initial_points(model, logp, chains=settings.chains, seed=settings.seed)
     unravel = ravel_pytree([x[0] for x in start.values])[1]
 
-    def flat(arrays):  # (chains, d)
+    def per_chain_flat(arrays):  # (chains, d)
         return jax.numpy.stack([ravel_pytree([x[c] for x in arrays])[0]
                                 for c in range(settings.chains)])
 
-    return _FlatProblem(jax.jit(lambda flat: logp(unravel(flat))), flat(start.values),
-                        unravel, jax.numpy.asarray(start.log_density), flat(start.gradient))
+    return _FlatProblem(jax.jit(lambda flat: logp(unravel(flat))),
+                        per_chain_flat(start.values), unravel,
+                        jax.numpy.asarray(start.log_density), per_chain_flat(start.gradient))
 
 
 def _inference_data(model: pm.Model, flat_draws, unravel, sample_stats: dict, *,
@@ -288,8 +290,7 @@ def _inference_data(model: pm.Model, flat_draws, unravel, sample_stats: dict, *,
 
     outputs = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
     constrain = _get_jaxified_graph()(inputs=model.value_vars, outputs=outputs)
-    values = compile_run_once(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))),
-                              flat_draws)(flat_draws)
+    values = jax.jit(jax.vmap(jax.vmap(lambda flat: constrain(*unravel(flat)))))(flat_draws)
     coords, dims = coords_and_dims_for_inferencedata(model)
     attrs = {"sampling_time": sampling_s, "tuning_steps": settings.tune,
              "inference_library": library,
