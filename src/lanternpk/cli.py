@@ -116,6 +116,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
           "compilation cache, sampling, prior draws)")
     if not result.summary["diagnostics"]["passed"]:
         notice("fit", "convergence checks FAILED (see diagnostics.json)")
+        if result.censoring_note:
+            notice("fit", result.censoring_note)
         return EXIT_DIAGNOSTICS
     return EXIT_OK
 
