@@ -225,12 +225,10 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
     seeds = [int(s) for s in _get_seeds_per_chain(seed, chains)]
     redraw = [np.random.default_rng(s) for s in seeds]  # as _init_jitter: one per chain
     points = [fn(s) for fn, s in zip(fns, seeds, strict=True)]
-    value_and_gradient = compile_run_once(jax.vmap(jax.value_and_grad(logp)),
-                                          _stack(points, names))
+    values = _stack(points, names)
+    value_and_gradient = compile_run_once(jax.vmap(jax.value_and_grad(logp)), values)
     for attempt in range(max_retries + 1):
-        values = _stack(points, names)
-        log_density, gradient = (jax.tree.map(np.asarray, x)
-                                 for x in value_and_gradient(values))
+        log_density, gradient = jax.tree.map(np.asarray, value_and_gradient(values))
         finite = np.isfinite(log_density)
         for g in gradient:
             finite &= np.isfinite(g).reshape(chains, -1).all(axis=1)
@@ -239,6 +237,7 @@ def jittered_initial_points(model: pm.Model, logp, *, chains: int, seed: int,
         if attempt < max_retries:
             points = [p if ok else fn(int(rng.integers(2**30, dtype=np.int64)))
                       for p, fn, rng, ok in zip(points, fns, redraw, finite, strict=True)]
+            values = _stack(points, names)
     chain = int(np.flatnonzero(~finite)[0])
     raise UsageError(f"chain {chain}: no starting point with a finite log density and "
                      f"gradient after {max_retries} new jittered draws; the priors or data "
